@@ -1,0 +1,88 @@
+"""Settings: one typed object that the Python API, the CLI and the server all share.
+
+Precedence is defaults < environment (`ALLINONE_*`) < explicit arguments (CLI flags or keyword
+arguments). Every field carries a description, and the CLI builds its flags from these fields, so a
+new option is one field here rather than three edits in three shells.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import resources
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.errors import AllInOneError
+
+# The source checkout (where pyproject.toml sits next to app/), or None for an installed wheel.
+_SOURCE_ROOT = Path(__file__).resolve().parent.parent
+IN_SOURCE_TREE = (_SOURCE_ROOT / "pyproject.toml").is_file()
+
+
+def bundled_file(name: str, source_relpath: str) -> Path:
+    """Where a shipped data file lives: in the checkout, or inside the installed package."""
+    if IN_SOURCE_TREE:
+        return _SOURCE_ROOT / source_relpath
+    return Path(str(resources.files("app") / "_data" / name))
+
+
+def default_models_dir() -> Path:
+    """`models/` of the checkout; for an installed wheel, a per-user cache folder."""
+    if IN_SOURCE_TREE:
+        return _SOURCE_ROOT / "models"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "allinone" / "models"
+
+
+def default_threads() -> int:
+    """llama.cpp is fastest with one thread per physical core; 4 is plenty for a 0.5B model."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class Settings(BaseSettings):
+    """Everything that changes how the one model is loaded and prompted."""
+
+    model_config = SettingsConfigDict(env_prefix="ALLINONE_", extra="forbid")
+
+    model: str | None = Field(
+        default=None,
+        description="GGUF file path or catalog name (see `allinone download --list`). "
+        "Default: the default catalogued model if downloaded, else any catalogued model "
+        "found in the models folder.",
+    )
+    models_dir: Path = Field(
+        default_factory=default_models_dir,
+        description="Folder that holds downloaded GGUF files.",
+    )
+    prompts: Path = Field(
+        default_factory=lambda: bundled_file("prompts.yaml", "prompts.yaml"),
+        description="The roles file (system prompts, labels, generation settings).",
+    )
+    n_ctx: int = Field(default=2048, ge=256, le=32768, description="Context window in tokens.")
+    n_threads: int = Field(
+        default_factory=default_threads, ge=1, le=256, description="CPU threads for llama.cpp."
+    )
+    n_batch: int = Field(
+        default=512, ge=8, le=8192, description="Tokens evaluated per llama.cpp batch."
+    )
+    seed: int | None = Field(
+        default=None, ge=0, description="Random seed for chat replies (unset: a new one each time)."
+    )
+    verbose: bool = Field(default=False, description="Show llama.cpp's own log lines.")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from env + overrides (None overrides are ignored, so flags can default)."""
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)  # type: ignore[arg-type]
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in item['loc']) or 'settings'}: {item['msg']}"
+            for item in error.errors()
+        )
+        raise AllInOneError(
+            f"Invalid setting ({problems}). Check your flags and ALLINONE_* environment variables."
+        ) from None

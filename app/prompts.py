@@ -1,0 +1,247 @@
+"""Roles: load and validate prompts.yaml into typed objects.
+
+A role is a system prompt, an input template, an output kind (a closed set of labels, decoded under
+a GBNF grammar, or free text) and generation settings, plus optional few-shot examples. A new job is
+a new entry in the YAML file, not new code. Validation happens once at load, and every error names
+the file, the role and the field, so a typo is a one-line fix rather than a stack trace.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from app.errors import PromptsError, UnknownRole
+
+TEXT_SLOT = "{text}"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Output(_Strict):
+    """What the role produces: one of `labels`, or free `text`."""
+
+    kind: Literal["labels", "text"]
+    labels: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _labels_match_kind(self) -> Output:
+        if self.kind == "labels":
+            if len(self.labels) < 2:
+                raise ValueError("a 'labels' output needs at least two labels")
+            if any(not label.strip() for label in self.labels):
+                raise ValueError("labels must be non-empty strings")
+            if len(set(self.labels)) != len(self.labels):
+                raise ValueError("labels must be unique")
+        elif self.labels:
+            raise ValueError("only a 'labels' output takes labels")
+        return self
+
+
+class Generation(_Strict):
+    """Sampling settings for free-text roles (label roles are decoded greedily)."""
+
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.9, gt=0.0, le=1.0)
+    top_k: int = Field(default=40, ge=0)
+    repeat_penalty: float = Field(default=1.1, ge=0.5, le=2.0)
+    max_tokens: int = Field(default=256, ge=1, le=8192)
+    stop: tuple[str, ...] = ()
+
+
+class Example(_Strict):
+    """A few-shot turn: shown to the model before the real input, inside the cached prefix."""
+
+    input: str = Field(min_length=1)
+    output: str = Field(min_length=1)
+
+
+class Role(_Strict):
+    """One job the model can do."""
+
+    name: str
+    description: str = ""
+    system: str = Field(min_length=1)
+    template: str = TEXT_SLOT
+    output: Output
+    generation: Generation = Generation()
+    examples: tuple[Example, ...] = ()
+    steered_by: str | None = Field(
+        default=None, description="A label role whose verdict on the input picks a tone."
+    )
+    tones: dict[str, str] = Field(
+        default_factory=dict, description="Extra system instruction per label of `steered_by`."
+    )
+
+    @field_validator("template")
+    @classmethod
+    def _template_has_slot(cls, template: str) -> str:
+        if TEXT_SLOT not in template:
+            raise ValueError(f"the template must contain {TEXT_SLOT} where the input goes")
+        return template
+
+    @model_validator(mode="after")
+    def _examples_use_labels(self) -> Role:
+        if self.output.kind == "labels":
+            for example in self.examples:
+                if example.output not in self.output.labels:
+                    raise ValueError(
+                        f"example output {example.output!r} is not one of the labels "
+                        f"{list(self.output.labels)}"
+                    )
+        if self.tones and not self.steered_by:
+            raise ValueError("'tones' needs 'steered_by' (the label role that picks the tone)")
+        return self
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.output.kind == "labels"
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.output.labels
+
+    def render(self, text: str) -> str:
+        """The user turn for `text` (plain replace: braces in user text stay as they are)."""
+        return self.template.replace(TEXT_SLOT, text)
+
+    def system_prompt(self, tone_label: str | None = None) -> str:
+        """The system prompt, with the tone for `tone_label` appended when the role has one."""
+        tone = self.tones.get(tone_label or "", "")
+        return f"{self.system.rstrip()}\n{tone.strip()}" if tone else self.system.rstrip()
+
+    def grammar(self) -> str:
+        """A GBNF grammar whose only sentences are this role's labels."""
+        if not self.is_classifier:
+            raise ValueError(f"role {self.name!r} produces free text, not labels")
+        return "root ::= " + " | ".join(_gbnf_literal(label) for label in self.labels) + "\n"
+
+
+def _gbnf_literal(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+class Defaults(_Strict):
+    """Which roles the built-in jobs use."""
+
+    sentiment: str = "sentiment"
+    chat: str = "assistant"
+
+
+class RoleBook(_Strict):
+    """All roles of one prompts file, by name."""
+
+    path: Path
+    roles: dict[str, Role]
+    defaults: Defaults = Defaults()
+
+    def get(self, name: str) -> Role:
+        try:
+            return self.roles[name]
+        except KeyError:
+            known = ", ".join(sorted(self.roles)) or "(none)"
+            raise UnknownRole(
+                f"Unknown role {name!r}. Roles in {self.path}: {known}. "
+                "Add it to that file or pick one of these."
+            ) from None
+
+    @property
+    def sentiment(self) -> Role:
+        return self.get(self.defaults.sentiment)
+
+    @property
+    def chat(self) -> Role:
+        return self.get(self.defaults.chat)
+
+
+def load_roles(path: Path | str) -> RoleBook:
+    """Read and validate a prompts file; any problem becomes one PromptsError naming its place."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PromptsError(
+            f"{path}: file not found. Pass --prompts PATH or set ALLINONE_PROMPTS."
+        ) from None
+    except UnicodeDecodeError:
+        raise PromptsError(f"{path}: not UTF-8 text. Save the file as UTF-8.") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error)
+        raise PromptsError(f"{path}:{where}: not valid YAML ({problem}).") from None
+    return parse_roles(raw, path)
+
+
+def parse_roles(raw: object, path: Path) -> RoleBook:
+    """Validate already-parsed YAML data (split out so tests can feed dicts)."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("roles"), dict) or not raw["roles"]:
+        raise PromptsError(f"{path}: expected a mapping with a non-empty 'roles:' section.")
+    unknown_top = set(raw) - {"roles", "defaults", "version"}
+    if unknown_top:
+        raise PromptsError(f"{path}: unknown top-level key(s): {', '.join(sorted(unknown_top))}.")
+
+    roles: dict[str, Role] = {}
+    for name, body in raw["roles"].items():
+        if not isinstance(body, dict):
+            raise PromptsError(f"{path}: role {name!r}: expected a mapping of fields.")
+        try:
+            roles[str(name)] = Role(name=str(name), **body)
+        except ValidationError as error:
+            raise PromptsError(f"{path}: role {name!r}: {_describe(error)}") from None
+        except TypeError as error:  # e.g. a field given twice
+            raise PromptsError(f"{path}: role {name!r}: {error}") from None
+
+    try:
+        defaults = Defaults(**(raw.get("defaults") or {}))
+    except (ValidationError, TypeError) as error:
+        detail = _describe(error) if isinstance(error, ValidationError) else str(error)
+        raise PromptsError(f"{path}: defaults: {detail}") from None
+
+    book = RoleBook(path=path, roles=roles, defaults=defaults)
+    _check_links(book)
+    return book
+
+
+def _check_links(book: RoleBook) -> None:
+    """Cross-role rules that one role alone cannot check."""
+    where = book.path
+    for job, name in (("sentiment", book.defaults.sentiment), ("chat", book.defaults.chat)):
+        if name not in book.roles:
+            raise PromptsError(f"{where}: defaults.{job}: role {name!r} is not defined.")
+    if not book.sentiment.is_classifier:
+        raise PromptsError(
+            f"{where}: defaults.sentiment: role {book.sentiment.name!r} must output labels."
+        )
+    for role in book.roles.values():
+        if role.steered_by is None:
+            continue
+        judge = book.roles.get(role.steered_by)
+        if judge is None or not judge.is_classifier:
+            raise PromptsError(
+                f"{where}: role {role.name!r}, field 'steered_by': {role.steered_by!r} "
+                "must name a role with a 'labels' output."
+            )
+        stray = set(role.tones) - set(judge.labels)
+        if stray:
+            raise PromptsError(
+                f"{where}: role {role.name!r}, field 'tones': {sorted(stray)} are not labels of "
+                f"{judge.name!r} ({list(judge.labels)})."
+            )
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"]) or "(role)"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field (typo?)"
+        parts.append(f"field {field!r}: {message}")
+    return "; ".join(parts)

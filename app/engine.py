@@ -103,6 +103,7 @@ class Engine:
         self._lock = threading.Lock()
         self._piece_buffer = ctypes.create_string_buffer(64)
         self._prefix_states: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
+        self._kv_prefix: tuple[int, ...] | None = None  # the cached prefix the KV starts with
         template = self.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         specials = {
             "eos_token": self._token_text(self.llm.token_eos()),
@@ -121,9 +122,6 @@ class Engine:
 
     def tokenize(self, text: str, *, special: bool = False) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenize(text))
 
     def chat_prompt(
         self, messages: Sequence[dict[str, str]], *, prefix_messages: int = 0
@@ -187,26 +185,40 @@ class Engine:
                 f"holds {self.n_ctx}. Shorten the text or raise --ctx (ALLINONE_N_CTX)."
             )
 
-    def _evaluate(self, prompt: Prompt) -> None:
-        """Leave the KV cache holding exactly `prompt.tokens`, with fresh logits for the last."""
+    def _evaluate(self, prompt: Prompt, *, exact: bool) -> None:
+        """Leave the KV cache holding exactly `prompt.tokens`, with fresh logits for the last.
+
+        The prefix's KV only ever comes from decoding the prefix alone from position 0 (or from
+        restoring a state saved right after that), never from a longer batch: llama.cpp's
+        kernels round differently for different batch shapes. With `exact`, the rest is then
+        decoded in one call too, so a label decision is bit-identical whatever ran before it.
+        Without it (chat), any longer common prefix already in the KV is reused as well.
+        """
         tokens = prompt.tokens
-        reuse = _common_prefix(self.llm.input_ids[: self.llm.n_tokens], tokens)
         prefix = tuple(tokens[: prompt.prefix_len])
-        if prefix and reuse < len(prefix) and prefix in self._prefix_states:
-            self._restore(prefix)
-            reuse = len(prefix)
-        reuse = min(reuse, len(tokens) - 1)  # always decode at least one token: fresh logits
-        self._truncate(reuse)
-        if prefix and prefix not in self._prefix_states and reuse < len(prefix):
-            self.llm.eval(tokens[reuse : len(prefix)])
-            self._save(prefix)
-            reuse = len(prefix)
-            self._truncate(min(reuse, len(tokens) - 1))
-        self.llm.eval(tokens[self.llm.n_tokens :])
+        held = _common_prefix(self.llm.input_ids[: self.llm.n_tokens], tokens)
+        if prefix and not (held >= len(prefix) and self._kv_prefix == prefix):
+            if prefix in self._prefix_states:
+                self._restore(prefix)
+            else:
+                self._truncate(0)
+                self.llm.eval(list(prefix))
+                self._save(prefix)
+            self._kv_prefix = prefix
+            held = len(prefix)
+        elif not prefix and exact:
+            held = 0
+        keep = min(len(prefix) if exact and prefix else held, len(tokens) - 1)
+        self._truncate(keep)
+        if keep < len(prefix):  # the prompt IS the prefix: its last token is decoded again
+            self._kv_prefix = None
+        self.llm.eval(tokens[keep:])
 
     def _truncate(self, n_tokens: int) -> None:
         llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), 0, n_tokens, -1)
         self.llm.n_tokens = n_tokens
+        if self._kv_prefix is not None and n_tokens < len(self._kv_prefix):
+            self._kv_prefix = None
 
     def _save(self, prefix: tuple[int, ...]) -> None:
         size = llama_cpp.llama_state_seq_get_size(self._ctx, 0)
@@ -222,8 +234,10 @@ class Engine:
         self._truncate(0)
         buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
         if llama_cpp.llama_state_seq_set_data(self._ctx, buffer, len(state), 0) != len(state):
-            self._prefix_states.pop(prefix)  # never trust it again; re-evaluate instead
+            self._prefix_states.pop(prefix)  # never trust it again; decode the prefix instead
             self._truncate(0)
+            self.llm.eval(list(prefix))
+            self._save(prefix)
             return
         self.llm.input_ids[: len(prefix)] = prefix
         self.llm.n_tokens = len(prefix)
@@ -246,7 +260,7 @@ class Engine:
         label_tokens = [self.tokenize(label) for label in labels]
         self.check_fits(prompt, reserve=max(len(t) for t in label_tokens))
         with self._lock:
-            self._evaluate(prompt)
+            self._evaluate(prompt, exact=True)
             probabilities = self._walk(label_tokens, depth=0, base=len(prompt.tokens))
             self._truncate(len(prompt.tokens))
         return probabilities
@@ -290,7 +304,7 @@ class Engine:
         sampler.add_greedy()
         out = b""
         with self._lock:
-            self._evaluate(prompt)
+            self._evaluate(prompt, exact=True)
             for _ in range(max(len(self.tokenize(label)) for label in labels) * 4):
                 token = sampler.sample(self.llm._ctx, -1)
                 if llama_cpp.llama_vocab_is_eog(self._vocab, token):
@@ -324,7 +338,7 @@ class Engine:
         hold = max((len(s) for s in stops), default=1) - 1
         pending = ""
         with self._lock:
-            self._evaluate(prompt)
+            self._evaluate(prompt, exact=False)
             for _ in range(budget):
                 token = sampler.sample(self.llm._ctx, -1)
                 if llama_cpp.llama_vocab_is_eog(
@@ -362,6 +376,11 @@ class Engine:
         sampler.add_temp(sampling.temperature)
         sampler.add_dist(sampling.seed)
         return sampler
+
+    def forget(self) -> None:
+        """Empty the KV cache (cached prefix states stay), e.g. to time a cold prompt."""
+        with self._lock:
+            self._truncate(0)
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,106 @@
+"""Shared fixtures: a scripted fake engine for logic tests, the real model for integration tests.
+
+The real model is loaded once per test session. If it is missing the tests FAIL with the download
+command; a silent skip would let a broken setup look green.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from app.config import load_settings
+from app.dispatcher import Assistant
+from app.engine import Prompt, Sampling
+from app.errors import InputTooLong, ModelNotFound
+from app.models import resolve_model_path
+from app.prompts import load_roles
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class FakeEngine:
+    """Scripted stand-in for Engine: enqueue answers, then assert on what it was asked.
+
+    Tokens are characters, so prompt sizes are easy to reason about in tests.
+    """
+
+    def __init__(self, n_ctx: int = 2048) -> None:
+        self.n_ctx = n_ctx
+        self.choices: list[list[float]] = []
+        self.replies: list[list[str]] = []
+        self.calls: list[tuple[str, list[dict[str, str]]]] = []
+        self.last_messages: list[dict[str, str]] = []
+
+    def enqueue_choice(self, probabilities: list[float]) -> None:
+        self.choices.append(probabilities)
+
+    def enqueue_reply(self, pieces: list[str]) -> None:
+        self.replies.append(pieces)
+
+    def chat_prompt(
+        self, messages: Sequence[dict[str, str]], *, prefix_messages: int = 0
+    ) -> Prompt:
+        self.last_messages = [dict(m) for m in messages]
+        text = "".join(f"<{m['role']}>{m['content']}" for m in messages)
+        prefix = "".join(f"<{m['role']}>{m['content']}" for m in messages[:prefix_messages])
+        return Prompt(tokens=[ord(c) for c in text], prefix_len=len(prefix))
+
+    def check_fits(self, prompt: Prompt, reserve: int = 1) -> None:
+        if len(prompt.tokens) + reserve > self.n_ctx:
+            raise InputTooLong(f"{len(prompt.tokens) + reserve} > {self.n_ctx}")
+
+    def choose(self, prompt: Prompt, labels: Sequence[str]) -> list[float]:
+        self.check_fits(prompt)
+        self.calls.append(("choose", self.last_messages))
+        return self.choices.pop(0) if self.choices else [1.0 / len(labels)] * len(labels)
+
+    def choose_with_grammar(self, prompt: Prompt, grammar: str, labels: Sequence[str]) -> str:
+        self.calls.append(("grammar", self.last_messages))
+        return labels[0]
+
+    def stream(self, prompt: Prompt, sampling: Sampling) -> Iterator[str]:
+        self.check_fits(prompt)
+        self.calls.append(("stream", self.last_messages))
+        self.last_sampling = sampling
+        return iter(self.replies.pop(0) if self.replies else ["好的"])
+
+
+@pytest.fixture
+def fake_engine() -> FakeEngine:
+    return FakeEngine()
+
+
+@pytest.fixture
+def fake_assistant(fake_engine: FakeEngine) -> Assistant:
+    settings = load_settings()
+    return Assistant(fake_engine, load_roles(ROOT / "prompts.yaml"), settings)
+
+
+def _model_path() -> Path:
+    try:
+        return resolve_model_path(load_settings())
+    except ModelNotFound as error:
+        pytest.fail(
+            f"{error}\nThe integration tests need the real model: run "
+            "`python scripts/download_model.py` first.",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    return _model_path()
+
+
+@pytest.fixture(scope="session")
+def assistant(model_path: Path) -> Assistant:
+    """The real model, loaded once for the whole session (greedy, so answers are repeatable)."""
+    return Assistant.load(model=model_path, seed=1234)
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

@@ -152,10 +152,12 @@ def chat(
 )
 @click.option(
     "--decode",
-    type=click.Choice(["logits", "grammar"]),
-    default="logits",
+    type=click.Choice(["auto", "logits", "grammar"]),
+    default="auto",
     show_default=True,
-    help="logits: label probabilities (fast); grammar: llama.cpp's GBNF sampler (a check).",
+    help="auto: the role's learned head if it has one, else the label logits; logits: label "
+    "logits only (= greedy decoding under the labels' grammar); grammar: llama.cpp's GBNF "
+    "sampler itself (slower; a check).",
 )
 @settings_options
 @handle_errors
@@ -225,47 +227,145 @@ def run(role: str, text: str, **settings: Any) -> None:
     "--method",
     "names",
     multiple=True,
-    default=("allinone", "published"),
+    default=("allinone", "published", "tfidf_lr", "snownlp"),
     show_default=True,
-    help="Methods to compare (repeat the flag): allinone, published.",
+    help="Methods to compare (repeat the flag): allinone, published, tfidf_lr, snownlp.",
 )
 @click.option("--limit", type=click.IntRange(1), help="Use only the first N rows. [default: all]")
 @click.option(
-    "--json", "json_out", type=click.Path(path_type=Path), help="Also write results as JSON."
+    "--train",
+    type=click.Path(path_type=Path),
+    help="Training file for tfidf_lr. [default: ../shared/data/reviews_train.csv]",
 )
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    help="Folder for report.md, chart.png, results.json. [default: reports/eval-DATA]",
+)
+@click.option("--no-probe", is_flag=True, help="Skip the cold-start / peak-RSS child processes.")
 @settings_options
 @handle_errors
 def evaluate(
-    data: Path, names: tuple[str, ...], limit: int | None, json_out: Path | None, **settings: Any
+    data: Path,
+    names: tuple[str, ...],
+    limit: int | None,
+    train: Path | None,
+    out_dir: Path | None,
+    no_probe: bool,
+    **settings: Any,
 ) -> None:
-    """Accuracy, macro-F1 and latency of sentiment methods on a labelled DATA file (text,label)."""
+    """Accuracy, F1, calibration, latency, memory and cold start of sentiment methods on DATA.
+
+    DATA is a labelled .csv or .jsonl with `text` and `label` (正面/负面). Prints a table and
+    writes a Markdown report, a PNG chart and JSON.
+    """
+    from tqdm import tqdm
+
+    from app import evaluation, report
+
+    examples = evaluation.load_labelled(data, limit)
+    train = train or evaluation.DEFAULT_TRAIN
+    unknown = set(names) - set(evaluation.ALL_METHODS)
+    if unknown:
+        raise InputError(
+            f"Unknown method(s) {sorted(unknown)}; choose from {evaluation.ALL_METHODS}."
+        )
+    needs_model = any(name in ("allinone", "published") for name in names)
+    assistant = _load(settings) if needs_model else None
+    predictors = {
+        name: evaluation.build_method(name, assistant=assistant, train=train) for name in names
+    }
+    with tqdm(total=len(examples), unit="row", disable=None, file=sys.stderr) as bar:
+        results = evaluation.run(examples, predictors, progress=bar.update)
+    if not no_probe:
+        for result in tqdm(results, desc="cold start / RSS", disable=None, file=sys.stderr):
+            result.cold_start_s, result.peak_rss_mb = evaluation.probe(result.name, settings, train)
+    gold = [example.label for example in examples]
+    summaries = [result.summary(gold) for result in results]
+    model = assistant.engine.model_name if assistant else "-"
+    threads = assistant.settings.n_threads if assistant else "-"
+    context = (
+        f"Data: `{data}` ({len(examples)} rows). Model: {model}, {threads} threads. "
+        f"Command: `allinone eval {data}`."
+    )
+    click.echo(context)
+    click.echo(report.table(summaries))
+    folder = out_dir or Path("reports") / f"eval-{data.stem}"
+    written = report.write(
+        folder, f"Sentiment on {data.name}", context, summaries, {"data": str(data), "model": model}
+    )
+    click.echo("Wrote " + ", ".join(str(path) for path in written.values()), err=True)
+
+
+@main.command(name="eval-chat")
+@click.argument("messages", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--limit", type=click.IntRange(1), help="Use only the first N messages. [default: all]"
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    help="Folder for report.md and results.json. [default: reports/eval-chat]",
+)
+@settings_options
+@handle_errors
+def eval_chat(
+    messages: Path | None, limit: int | None, out_dir: Path | None, **settings: Any
+) -> None:
+    """Chat-quality proxies over everyday MESSAGES (.jsonl with text, kind, mood).
+
+    [default MESSAGES: tests/data/chat_messages.jsonl]
+    """
     import json
 
     from tqdm import tqdm
 
-    from app.evaluation import evaluate as run_evaluation
-    from app.evaluation import load_labelled, table
+    from app import chat_quality
 
-    examples = load_labelled(data, limit)
-    assistant = _load(settings)
-    with tqdm(total=len(examples), unit="row", disable=None, file=sys.stderr) as bar:
-        results = run_evaluation(assistant, examples, names, progress=bar.update)
-    gold = [example.label for example in examples]
-    click.echo(
-        f"{data} ({len(examples)} rows), model {assistant.engine.model_name}, "
-        f"{assistant.settings.n_threads} threads"
+    path = (
+        messages
+        or Path(__file__).resolve().parent.parent / "tests" / "data" / "chat_messages.jsonl"
     )
-    click.echo(table(results, gold))
-    if json_out:
-        payload = {
-            r.name: {
-                "accuracy": r.accuracy(gold),
-                "macro_f1": r.macro_f1(gold),
-                "latencies_ms": r.latencies_ms,
-            }
-            for r in results
-        }
-        json_out.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")
+    items = chat_quality.load_messages(path, limit)
+    assistant = _load(settings)
+    with tqdm(total=len(items), unit="msg", disable=None, file=sys.stderr) as bar:
+        replies = chat_quality.collect(assistant, items, progress=bar.update)
+    summary = chat_quality.summarise(replies)
+    click.echo(chat_quality.table(summary))
+    folder = out_dir or Path("reports") / "eval-chat"
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = "\n".join(
+        f"- [{r.message.kind}] {r.message.text} -> ({r.detected}) {r.text}" for r in replies
+    )
+    (folder / "report.md").write_text(
+        f"# Chat quality proxies\n\n`allinone eval-chat {path}`\n\n"
+        f"{chat_quality.table(summary)}\n\n"
+        f"## Replies\n\n{samples}\n",
+        encoding="utf-8",
+    )
+    (folder / "results.json").write_text(
+        json.dumps(
+            {
+                "summary": summary,
+                "replies": [
+                    {
+                        "text": r.message.text,
+                        "kind": r.message.kind,
+                        "detected": r.detected,
+                        "reply": r.text,
+                        "judged": r.judged,
+                    }
+                    for r in replies
+                ],
+            },
+            ensure_ascii=False,
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
+    click.echo(f"Wrote {folder / 'report.md'}, {folder / 'results.json'}", err=True)
 
 
 @main.command()

@@ -1,29 +1,38 @@
-"""Measure sentiment methods side by side on a labelled file, in one run on one loaded model.
+"""The evaluation harness: sentiment methods side by side on one labelled file, in one run.
 
-Methods share the loaded model and differ only in how the answer is read:
-- `allinone`: the shipped way, the label chosen from the label logits (= greedy decoding under
-  the labels' GBNF grammar) with its probability;
-- `published`: the published All-in-One way, free generation of up to 10 new tokens and a
-  substring test for 正面 (anything else counts as 负面), reading the whole prompt each time
-  as the published code does (no prefix cache).
-Both use the same role prompt, so accuracy differs by the decoding alone.
+Methods (pick with --method):
+- `allinone`: All-in-One as shipped (the sentiment role; label from the label logits, i.e. what
+  greedy decoding under the labels' GBNF grammar writes, plus its probability);
+- `published`: the published All-in-One decoding on the same prompt and model: free generation
+  of up to 10 tokens, a substring test for 正面, the whole prompt read for every text;
+- `tfidf_lr`: char n-gram TF-IDF + logistic regression trained on reviews_train.csv;
+- `snownlp`: SnowNLP's shipped sentiment model.
+Latency is measured interleaved (text by text, method by method) so machine noise hits all alike.
+Cold start and peak RSS are measured per method in a fresh child process: import, load, first
+answer.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import statistics
+import resource
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from app.dispatcher import Assistant
-from app.engine import Prompt, Sampling
+from app import metrics
 from app.errors import InputError
 
 LABELS = ("正面", "负面")
+ALL_METHODS = ("allinone", "published", "tfidf_lr", "snownlp")
+DEFAULT_TRAIN = (
+    Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "reviews_train.csv"
+)
+Predict = Callable[[str], tuple[str, float]]
 
 
 @dataclass(frozen=True)
@@ -35,25 +44,34 @@ class Example:
 
 @dataclass
 class MethodResult:
+    """Everything measured for one method; the derived figures come from `summary()`."""
+
     name: str
     predictions: list[str] = field(default_factory=list)
+    confidences: list[float] = field(default_factory=list)
     latencies_ms: list[float] = field(default_factory=list)
+    cold_start_s: float | None = None
+    peak_rss_mb: float | None = None
 
-    def accuracy(self, gold: Sequence[str]) -> float:
-        return sum(p == g for p, g in zip(self.predictions, gold, strict=True)) / len(gold)
-
-    def macro_f1(self, gold: Sequence[str]) -> float:
-        scores = []
-        for label in LABELS:
-            tp = sum(p == g == label for p, g in zip(self.predictions, gold, strict=True))
-            fp = sum(p == label != g for p, g in zip(self.predictions, gold, strict=True))
-            fn = sum(g == label != p for p, g in zip(self.predictions, gold, strict=True))
-            scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
-        return sum(scores) / len(scores)
-
-    def percentile_ms(self, q: float) -> float:
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    def summary(self, gold: Sequence[str]) -> dict[str, object]:
+        correct = [p == g for p, g in zip(self.predictions, gold, strict=True)]
+        total_s = sum(self.latencies_ms) / 1000
+        return {
+            "method": self.name,
+            "n": len(gold),
+            "accuracy": metrics.accuracy(gold, self.predictions),
+            "macro_f1": metrics.macro_f1(gold, self.predictions, LABELS),
+            "per_class": {
+                k: asdict(v) for k, v in metrics.per_class(gold, self.predictions, LABELS).items()
+            },
+            "confusion": metrics.confusion(gold, self.predictions, LABELS),
+            "ece": metrics.expected_calibration_error(self.confidences, correct),
+            "p50_ms": metrics.percentile(self.latencies_ms, 50),
+            "p90_ms": metrics.percentile(self.latencies_ms, 90),
+            "texts_per_s": len(gold) / total_s if total_s else float("nan"),
+            "cold_start_s": self.cold_start_s,
+            "peak_rss_mb": self.peak_rss_mb,
+        }
 
 
 def load_labelled(path: Path, limit: int | None = None) -> list[Example]:
@@ -61,90 +79,152 @@ def load_labelled(path: Path, limit: int | None = None) -> list[Example]:
     if not path.is_file():
         raise InputError(f"{path}: file not found.")
     rows: list[tuple[int, dict]] = []
-    if path.suffix.lower() == ".jsonl":
-        with path.open(encoding="utf-8") as file:
-            for number, line in enumerate(file, start=1):
-                if line.strip():
-                    try:
-                        rows.append((number, json.loads(line)))
-                    except json.JSONDecodeError as error:
-                        raise InputError(
-                            f"{path}, line {number}: invalid JSON ({error.msg})."
-                        ) from None
-    else:
-        with path.open(encoding="utf-8-sig", newline="") as file:
-            reader = csv.DictReader(file)
-            missing = {"text", "label"} - set(reader.fieldnames or [])
-            if missing:
-                raise InputError(f"{path}: missing column(s) {sorted(missing)}; need text,label.")
-            rows = [(reader.line_num, record) for record in reader]
-    examples = []
+    try:
+        if path.suffix.lower() == ".jsonl":
+            with path.open(encoding="utf-8") as file:
+                for number, line in enumerate(file, start=1):
+                    if line.strip():
+                        rows.append((number, _json_row(path, number, line)))
+        else:
+            with path.open(encoding="utf-8-sig", newline="") as file:
+                reader = csv.DictReader(file)
+                missing = {"text", "label"} - set(reader.fieldnames or [])
+                if missing:
+                    raise InputError(
+                        f"{path}: missing column(s) {sorted(missing)}; need text,label."
+                    )
+                rows = [(reader.line_num, record) for record in reader]
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not valid UTF-8. Re-save the file as UTF-8.") from None
+    problems, examples = [], []
     for number, record in rows:
-        text, label = str(record.get("text") or ""), str(record.get("label") or "")
+        text, label = str(record.get("text") or ""), str(record.get("label") or "").strip()
         if not text.strip():
-            raise InputError(f"{path}, line {number}: empty text.")
-        if label not in LABELS:
-            raise InputError(f"{path}, line {number}: unknown label {label!r}; use 正面 or 负面.")
-        examples.append(Example(number, text, label))
+            problems.append(f"line {number}: empty text")
+        elif label not in LABELS:
+            problems.append(f"line {number}: unknown label {label!r} (use 正面 or 负面)")
+        else:
+            examples.append(Example(number, text, label))
+    if problems:
+        shown = "; ".join(problems[:10]) + (
+            f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+        )
+        raise InputError(f"{path}: {shown}.")
+    if not examples:
+        raise InputError(f"{path}: no labelled rows.")
     return examples[:limit] if limit else examples
 
 
-def published_method(assistant: Assistant) -> Callable[[str], str]:
+def _json_row(path: Path, number: int, line: str) -> dict:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{path}, line {number}: invalid JSON ({error.msg}).") from None
+    if not isinstance(record, dict):
+        raise InputError(f"{path}, line {number}: expected an object with text and label.")
+    return record
+
+
+def build_method(name: str, *, assistant=None, train: Path = DEFAULT_TRAIN) -> Predict:
+    """A predict(text) -> (label, confidence) function for one method."""
+    if name == "allinone":
+        return lambda text: _verdict(assistant.sentiment(text))
+    if name == "published":
+        return published_method(assistant)
+    if name == "tfidf_lr":
+        from app.baselines import tfidf_lr
+
+        return tfidf_lr(train)
+    if name == "snownlp":
+        from app.baselines import snownlp
+
+        return snownlp()
+    raise InputError(f"Unknown method {name!r}; choose from {', '.join(ALL_METHODS)}.")
+
+
+def _verdict(verdict) -> tuple[str, float]:
+    return verdict.label, verdict.confidence
+
+
+def published_method(assistant) -> Predict:
     """The published decoding: generate up to 10 tokens freely, then look for 正面."""
+    from app.engine import Prompt, Sampling
+
     role = assistant.roles.sentiment
     sampling = Sampling(temperature=0.0, repeat_penalty=1.0, max_tokens=10)
 
-    def predict(text: str) -> str:
-        whole = assistant._prompt(role, text)
+    def predict(text: str) -> tuple[str, float]:
+        whole = assistant.prompt_for(role, text)
         prompt = Prompt(tokens=whole.tokens, prefix_len=0)  # no prefix: nothing is cached
         assistant.engine.forget()
         output = "".join(assistant.engine.stream(prompt, sampling))
-        return "正面" if "正面" in output else "负面"
+        return ("正面" if "正面" in output else "负面"), 1.0  # no probability: always "sure"
 
     return predict
 
 
-def methods(assistant: Assistant) -> dict[str, Callable[[str], str]]:
-    return {
-        "allinone": lambda text: assistant.sentiment(text).label,
-        "published": published_method(assistant),
-    }
-
-
-def evaluate(
-    assistant: Assistant,
+def run(
     examples: Sequence[Example],
-    names: Sequence[str] = ("allinone", "published"),
+    predictors: dict[str, Predict],
     progress: Callable[[int], None] | None = None,
 ) -> list[MethodResult]:
-    """Run each method over every example, interleaved so machine noise hits all alike."""
-    available = methods(assistant)
-    unknown = set(names) - set(available)
-    if unknown:
-        raise InputError(f"Unknown method(s): {sorted(unknown)}; choose from {sorted(available)}.")
-    for name in names:  # warm each method's prefix once, outside the timings
-        available[name](examples[0].text)
-    results = {name: MethodResult(name) for name in names}
+    """Every method on every example, interleaved; the first call of each is a warm-up."""
+    for predict in predictors.values():
+        predict(examples[0].text)
+    results = {name: MethodResult(name) for name in predictors}
     for example in examples:
-        for name in names:
+        for name, predict in predictors.items():
             started = time.perf_counter()
-            prediction = available[name](example.text)
+            label, confidence = predict(example.text)
             results[name].latencies_ms.append((time.perf_counter() - started) * 1000)
-            results[name].predictions.append(prediction)
+            results[name].predictions.append(label)
+            results[name].confidences.append(confidence)
         if progress:
             progress(1)
     return list(results.values())
 
 
-def table(results: Sequence[MethodResult], gold: Sequence[str]) -> str:
-    """A Markdown table: accuracy, macro-F1, median and p90 latency per method."""
-    lines = [
-        "| method | accuracy | macro-F1 | median ms | p90 ms |",
-        "| --- | ---: | ---: | ---: | ---: |",
+def probe(name: str, settings: dict[str, object], train: Path) -> tuple[float, float]:
+    """Cold start (s, fresh process to first answer) and peak RSS (MB) of one method."""
+    command = [
+        sys.executable,
+        "-m",
+        "app.evaluation",
+        name,
+        json.dumps(settings, default=str),
+        str(train),
     ]
-    for result in results:
-        lines.append(
-            f"| {result.name} | {result.accuracy(gold):.1%} | {result.macro_f1(gold):.3f} | "
-            f"{statistics.median(result.latencies_ms):.0f} | {result.percentile_ms(0.9):.0f} |"
-        )
-    return "\n".join(lines)
+    started = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    elapsed = time.perf_counter() - started
+    if result.returncode != 0:
+        raise InputError(f"Probe of {name} failed: {result.stderr.strip().splitlines()[-1:]}")
+    return elapsed, json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+
+
+def _probe_main(name: str, settings_json: str, train: str) -> None:
+    """Child process: load one method, answer once, report peak RSS."""
+    assistant = None
+    if name in ("allinone", "published"):
+        from app.dispatcher import Assistant
+
+        assistant = Assistant.load(**json.loads(settings_json))
+    build_method(name, assistant=assistant, train=Path(train))("这家酒店的服务非常好。")
+    print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. VmHWM, not ru_maxrss: on Linux ru_maxrss survives
+    fork + exec, so a child would report its parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, else KB
+
+
+if __name__ == "__main__":
+    _probe_main(*sys.argv[1:4])

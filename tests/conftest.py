@@ -6,9 +6,12 @@ command; a silent skip would let a broken setup look green.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from app.config import load_settings
@@ -52,10 +55,11 @@ class FakeEngine:
         if len(prompt.tokens) + reserve > self.n_ctx:
             raise InputTooLong(f"{len(prompt.tokens) + reserve} > {self.n_ctx}")
 
-    def choose(self, prompt: Prompt, labels: Sequence[str]) -> list[float]:
+    def choose(self, prompt: Prompt, labels: Sequence[str], *, capture=()):
         self.check_fits(prompt)
         self.calls.append(("choose", self.last_messages))
-        return self.choices.pop(0) if self.choices else [1.0 / len(labels)] * len(labels)
+        probabilities = self.choices.pop(0) if self.choices else [1.0 / len(labels)] * len(labels)
+        return probabilities, np.zeros(len(capture))
 
     def choose_with_grammar(self, prompt: Prompt, grammar: str, labels: Sequence[str]) -> str:
         self.calls.append(("grammar", self.last_messages))
@@ -65,7 +69,7 @@ class FakeEngine:
         self.check_fits(prompt)
         self.calls.append(("stream", self.last_messages))
         self.last_sampling = sampling
-        return iter(self.replies.pop(0) if self.replies else ["好的"])
+        return (piece for piece in (self.replies.pop(0) if self.replies else ["好的"]))
 
 
 @pytest.fixture
@@ -99,6 +103,13 @@ def model_path() -> Path:
 def assistant(model_path: Path) -> Assistant:
     """The real model, loaded once for the whole session (greedy, so answers are repeatable)."""
     return Assistant.load(model=model_path, seed=1234)
+
+
+def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run `allinone ARGS...` as a real process (the installed code, a fresh interpreter)."""
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def write(path: Path, text: str) -> Path:

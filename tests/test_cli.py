@@ -1,14 +1,12 @@
 """The CLI: output shape and exit codes, on a fake engine (fast) and as a real process."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 from click.testing import CliRunner
 
 from app import cli
-from tests.conftest import write
+from tests.conftest import run_cli, write
 
 
 @pytest.fixture
@@ -92,15 +90,9 @@ def test_roles_lists_the_shipped_roles():
     )
 
 
-def allinone(*args, timeout=180):
-    return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args], capture_output=True, text=True, timeout=timeout
-    )
-
-
 @pytest.mark.model
 def test_real_chat_once(model_path):
-    result = allinone(
+    result = run_cli(
         "chat", "--once", "今天又被老板骂了。", "--temperature", "0", "--max-tokens", "40"
     )
     assert result.returncode == 0, result.stderr
@@ -114,7 +106,7 @@ def test_real_chat_once(model_path):
 def test_real_classify_csv_to_jsonl(model_path, tmp_path):
     source = write(tmp_path / "in.csv", "id,text\n1,服务很好，非常满意\n2,太差了，再也不来\n")
     target = tmp_path / "out.jsonl"
-    result = allinone("classify", str(source), "-o", str(target))
+    result = run_cli("classify", str(source), "-o", str(target))
     assert result.returncode == 0, result.stderr
     rows = [json.loads(line) for line in target.read_text(encoding="utf-8").splitlines()]
     assert [(r["id"], r["label"]) for r in rows] == [("1", "正面"), ("2", "负面")]
@@ -123,7 +115,7 @@ def test_real_classify_csv_to_jsonl(model_path, tmp_path):
 
 @pytest.mark.model
 def test_real_input_longer_than_context_is_a_clear_error(model_path):
-    result = allinone("classify", "长" * 3000, "--ctx", "512")
+    result = run_cli("classify", "长" * 3000, "--ctx", "512")
     assert result.returncode == 5
     assert "context window" in result.stderr and "Traceback" not in result.stderr
 
@@ -135,12 +127,12 @@ def test_real_input_longer_than_context_is_a_clear_error(model_path):
 def test_real_corrupt_model_file_is_a_clear_error(tmp_path, content, message):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(content)
-    result = allinone("classify", "好", "--model", str(bad))
+    result = run_cli("classify", "好", "--model", str(bad))
     assert result.returncode == 2
     assert message in result.stderr and "Traceback" not in result.stderr
 
 
 def test_real_missing_model_prints_the_download_command(tmp_path):
-    result = allinone("chat", "--once", "你好", "--models-dir", str(tmp_path))
+    result = run_cli("chat", "--once", "你好", "--models-dir", str(tmp_path))
     assert result.returncode == 2
     assert "python scripts/download_model.py" in result.stderr

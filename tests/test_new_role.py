@@ -1,13 +1,10 @@
 """A new job is a YAML entry: a topic classifier with its own labels, no code change."""
 
-import subprocess
-import sys
-
 import pytest
 
 from app.dispatcher import Assistant
 from app.prompts import load_roles
-from tests.conftest import ROOT, write
+from tests.conftest import ROOT, run_cli, write
 
 pytestmark = pytest.mark.model
 
@@ -45,21 +42,14 @@ def test_topic_role_from_yaml_only(assistant, prompts_with_topic, text, topic):
 
 
 def test_topic_role_from_the_cli(prompts_with_topic, model_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "app.cli",
-            "run",
-            "topic",
-            "湖人队主场大胜勇士队",
-            "--prompts",
-            str(prompts_with_topic),
-            "--model",
-            str(model_path),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_cli(
+        "run",
+        "topic",
+        "湖人队主场大胜勇士队",
+        "--prompts",
+        str(prompts_with_topic),
+        "--model",
+        str(model_path),
         timeout=120,
     )
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,69 @@
+"""Baselines to measure All-in-One against (optional extra: `pip install -e ".[eval]"`).
+
+- `tfidf_lr`: the "specialised small model": character 1-3-gram TF-IDF + logistic regression,
+  trained on reviews_train.csv (the only data we may train on).
+- `snownlp`: SnowNLP's shipped sentiment model. Note: it was trained on review data similar to
+  ours, so it plays on home ground.
+Each returns a predict(text) -> (label, confidence) function.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from pathlib import Path
+
+from app.errors import InputError
+
+Predict = Callable[[str], tuple[str, float]]
+POSITIVE, NEGATIVE = "正面", "负面"
+
+
+def _require(module: str) -> None:
+    try:
+        __import__(module)
+    except ImportError:
+        raise InputError(f'The baselines need {module}: pip install -e ".[eval]"') from None
+
+
+def read_training(path: Path) -> tuple[list[str], list[str]]:
+    if not path.is_file():
+        raise InputError(f"Training file not found: {path} (give it with --train).")
+    with path.open(encoding="utf-8-sig", newline="") as file:
+        rows = [row for row in csv.DictReader(file) if (row.get("text") or "").strip()]
+    return [row["text"] for row in rows], [row["label"] for row in rows]
+
+
+def tfidf_lr(train_path: Path) -> Predict:
+    """Train TF-IDF (char 1-3 grams) + logistic regression on the training file."""
+    _require("sklearn")
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+
+    texts, labels = read_training(train_path)
+    model = make_pipeline(
+        TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True),
+        LogisticRegression(C=4.0, max_iter=2000),
+    )
+    model.fit(texts, labels)
+    classes = list(model.classes_)
+
+    def predict(text: str) -> tuple[str, float]:
+        probabilities = model.predict_proba([text])[0]
+        best = int(probabilities.argmax())
+        return classes[best], float(probabilities[best])
+
+    return predict
+
+
+def snownlp() -> Predict:
+    """SnowNLP's bundled sentiment classifier (P(positive) >= 0.5 -> 正面)."""
+    _require("snownlp")
+    from snownlp import SnowNLP
+
+    def predict(text: str) -> tuple[str, float]:
+        positive = float(SnowNLP(text).sentiments)
+        return (POSITIVE, positive) if positive >= 0.5 else (NEGATIVE, 1 - positive)
+
+    return predict

@@ -18,7 +18,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from app.config import Settings, load_settings
 from app.engine import Engine, Prompt, Sampling
@@ -26,7 +26,9 @@ from app.errors import InputError, InputTooLong
 from app.models import resolve_model_path
 from app.prompts import Role, RoleBook, load_roles
 
-Decode = Literal["logits", "grammar"]
+# auto: the role's learned head if it has one, else the label logits; logits: the label logits
+# alone (= greedy decoding under the labels' grammar); grammar: llama.cpp's GBNF sampler itself.
+Decode = Literal["auto", "logits", "grammar"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,9 @@ class EngineLike(Protocol):
         self, messages: Sequence[dict[str, str]], *, prefix_messages: int = 0
     ) -> Prompt: ...
     def check_fits(self, prompt: Prompt, reserve: int = 1) -> None: ...
-    def choose(self, prompt: Prompt, labels: Sequence[str]) -> list[float]: ...
+    def choose(
+        self, prompt: Prompt, labels: Sequence[str], *, capture: Sequence[int] = ()
+    ) -> tuple[list[float], Any]: ...
     def choose_with_grammar(self, prompt: Prompt, grammar: str, labels: Sequence[str]) -> str: ...
     def stream(self, prompt: Prompt, sampling: Sampling) -> Iterator[str]: ...
 
@@ -84,18 +88,24 @@ class Assistant:
 
     # -- label roles ---------------------------------------------------------------------
 
-    def sentiment(self, text: str, *, decode: Decode = "logits") -> Verdict:
+    def sentiment(self, text: str, *, decode: Decode = "auto") -> Verdict:
         """正面 or 负面 for `text`, with the model's confidence."""
         return self.classify(text, self.roles.defaults.sentiment, decode=decode)
 
-    def classify(self, text: str, role: str | None = None, *, decode: Decode = "logits") -> Verdict:
+    def classify(self, text: str, role: str | None = None, *, decode: Decode = "auto") -> Verdict:
         """Run a label role (default: the sentiment role) on `text`."""
         chosen = self._label_role(role)
-        prompt = self._prompt(chosen, _require_text(text))
+        prompt = self.prompt_for(chosen, _require_text(text))
         if decode == "grammar":
             label = self.engine.choose_with_grammar(prompt, chosen.grammar(), chosen.labels)
             return Verdict(label=label, confidence=float("nan"))
-        probabilities = self.engine.choose(prompt, chosen.labels)
+        head = self.roles.heads.get(chosen.name) if decode == "auto" else None
+        probabilities, features = self.engine.choose(
+            prompt, chosen.labels, capture=head.token_ids if head is not None else ()
+        )
+        if head is not None:
+            first = head.probability(features)
+            probabilities = [first, 1.0 - first]
         best = max(range(len(probabilities)), key=probabilities.__getitem__)
         return Verdict(
             label=chosen.labels[best],
@@ -169,7 +179,7 @@ class Assistant:
             messages.append({"role": "assistant", "content": example.output})
         return messages
 
-    def _prompt(self, role: Role, text: str) -> Prompt:
+    def prompt_for(self, role: Role, text: str) -> Prompt:
         prefix = self._prefix_messages(role)
         messages = [*prefix, {"role": "user", "content": role.render(text)}]
         return self.engine.chat_prompt(messages, prefix_messages=len(prefix))

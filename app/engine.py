@@ -248,22 +248,26 @@ class Engine:
 
     # -- closed-set choice ----------------------------------------------------------------
 
-    def choose(self, prompt: Prompt, labels: Sequence[str]) -> list[float]:
+    def choose(
+        self, prompt: Prompt, labels: Sequence[str], *, capture: Sequence[int] = ()
+    ) -> tuple[list[float], np.ndarray]:
         """Probability of each label as the model's answer, as greedy grammar decoding sees it.
 
         At each step only tokens that continue some label are allowed (that is what the labels'
         grammar does); the best one is taken, and its share among the allowed tokens is the
         confidence of that step. Labels that share a first token are told apart by evaluating
-        further. Returns probabilities aligned with `labels`, summing to 1; the argmax is the
-        label greedy decoding under the grammar would write.
+        further. Returns probabilities aligned with `labels`, summing to 1 (the argmax is the
+        label greedy decoding under the grammar would write), and the logits of the `capture`
+        token ids at the answer position (features for a learned head; empty if none asked).
         """
         label_tokens = [self.tokenize(label) for label in labels]
         self.check_fits(prompt, reserve=max(len(t) for t in label_tokens))
         with self._lock:
             self._evaluate(prompt, exact=True)
+            captured = self._last_logits()[list(capture)].copy() if len(capture) else np.empty(0)
             probabilities = self._walk(label_tokens, depth=0, base=len(prompt.tokens))
             self._truncate(len(prompt.tokens))
-        return probabilities
+        return probabilities, captured
 
     def _walk(self, label_tokens: list[list[int]], depth: int, base: int) -> list[float]:
         """Split probability mass among labels by their token at `depth` (recursing on ties).

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from app.errors import PromptsError, UnknownRole
+from app.head import Head, fingerprint, load_head
 
 TEXT_SLOT = "{text}"
 
@@ -77,6 +78,10 @@ class Role(_Strict):
     tones: dict[str, str] = Field(
         default_factory=dict, description="Extra system instruction per label of `steered_by`."
     )
+    head: str | None = Field(
+        default=None,
+        description="A learned head file (relative to the prompts file) for a two-label role.",
+    )
 
     @field_validator("template")
     @classmethod
@@ -97,6 +102,11 @@ class Role(_Strict):
         if self.tones and not self.steered_by:
             raise ValueError("'tones' needs 'steered_by' (the label role that picks the tone)")
         return self
+
+    def fingerprint(self) -> str:
+        """Identity of everything that shapes this role's answer-position logits."""
+        examples = [(example.input, example.output) for example in self.examples]
+        return fingerprint(self.system, self.template, examples, self.labels)
 
     @property
     def is_classifier(self) -> bool:
@@ -135,11 +145,14 @@ class Defaults(_Strict):
 
 
 class RoleBook(_Strict):
-    """All roles of one prompts file, by name."""
+    """All roles of one prompts file, by name (plus the learned heads some of them use)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     path: Path
     roles: dict[str, Role]
     defaults: Defaults = Defaults()
+    heads: dict[str, Head] = Field(default_factory=dict)
 
     def get(self, name: str) -> Role:
         try:
@@ -204,9 +217,28 @@ def parse_roles(raw: object, path: Path) -> RoleBook:
         detail = _describe(error) if isinstance(error, ValidationError) else str(error)
         raise PromptsError(f"{path}: defaults: {detail}") from None
 
-    book = RoleBook(path=path, roles=roles, defaults=defaults)
+    heads = {name: _load_head(role, path) for name, role in roles.items() if role.head}
+    book = RoleBook(path=path, roles=roles, defaults=defaults, heads=heads)
     _check_links(book)
     return book
+
+
+def _load_head(role: Role, path: Path) -> Head:
+    where = f"{path}: role {role.name!r}, field 'head'"
+    if len(role.labels) != 2:
+        raise PromptsError(f"{where}: a head needs a role with exactly two labels.")
+    head = load_head(path.parent / str(role.head), where)
+    if head.labels != role.labels:
+        raise PromptsError(
+            f"{where}: the head is for labels {list(head.labels)}, "
+            f"the role has {list(role.labels)}."
+        )
+    if head.fingerprint != role.fingerprint():
+        raise PromptsError(
+            f"{where}: the head was trained under a different prompt (system, template, examples "
+            f"or labels changed). Retrain it: python scripts/train_head.py --role {role.name}"
+        )
+    return head
 
 
 def _check_links(book: RoleBook) -> None:

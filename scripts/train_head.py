@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""Train the learned head of a two-label role on reviews_train.csv (never on dev or test data).
+
+    python scripts/train_head.py --role sentiment --rows 2000
+
+Runs the role's prompt over a class-balanced sample of training rows, keeps the logits of the
+most frequent tokens of the training texts at the answer position, fits a standardised logistic
+regression (C picked by 5-fold cross-validation on those rows only) and writes heads/ROLE.json.
+Point the role at it with `head: heads/ROLE.json` in prompts.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from app.baselines import read_training  # noqa: E402
+from app.dispatcher import Assistant  # noqa: E402
+from app.evaluation import DEFAULT_TRAIN  # noqa: E402
+from app.head import fit  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--role", default="sentiment", help="two-label role to train (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--train", type=Path, default=DEFAULT_TRAIN, help="training CSV (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--rows", type=int, default=2000, help="training rows to use (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--tokens", type=int, default=2048, help="logit features kept (default: %(default)s)"
+    )
+    parser.add_argument("--seed", type=int, default=13, help="sampling seed (default: %(default)s)")
+    parser.add_argument("--out", type=Path, help="head file (default: heads/ROLE.json)")
+    parser.add_argument("--features", type=Path, help="also save the features here (.npz)")
+    parser.add_argument("--model", help="GGUF path or catalog name (default: as everywhere else)")
+    args = parser.parse_args()
+
+    assistant = Assistant.load(model=args.model)
+    role = assistant.roles.get(args.role)
+    if len(role.labels) != 2:
+        sys.exit(f"Role {role.name!r} has {len(role.labels)} labels; a head needs exactly two.")
+    texts, labels = read_training(args.train)
+    rows = balanced_sample(texts, labels, role.labels, args.rows, args.seed)
+
+    counts = Counter(token for text in texts for token in assistant.engine.tokenize(text))
+    token_ids = sorted(
+        {token for token, _ in counts.most_common(args.tokens)}
+        | {assistant.engine.tokenize(label)[0] for label in role.labels}
+    )
+    features = np.empty((len(rows), len(token_ids)), dtype=np.float32)
+    for i, (text, _) in enumerate(tqdm(rows, desc="features", unit="row")):
+        _, features[i] = assistant.engine.choose(
+            assistant.prompt_for(role, text), role.labels, capture=token_ids
+        )
+    targets = [1 if label == role.labels[0] else 0 for _, label in rows]
+    if args.features:
+        np.savez_compressed(
+            args.features, x=features, y=np.asarray(targets), ids=np.asarray(token_ids)
+        )
+    head = fit(features, targets, np.asarray(token_ids), role.labels, role.fingerprint())
+    out = args.out or ROOT / "heads" / f"{role.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(head.to_json(), encoding="utf-8")
+    shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
+    print(f"Wrote {out} ({head.note}).")
+    print(f"Use it with `head: {shown}` under role {role.name!r} in prompts.yaml.")
+
+
+def balanced_sample(texts, labels, wanted, rows, seed):
+    rng = random.Random(seed)
+    by_label = {
+        label: [t for t, lab in zip(texts, labels, strict=True) if lab == label] for label in wanted
+    }
+    per_label = rows // len(wanted)
+    picked = [(text, label) for label in wanted for text in rng.sample(by_label[label], per_label)]
+    rng.shuffle(picked)
+    return picked
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""The learned head: fit, save, load, tie to its prompt, and use in classify()."""
+
+import numpy as np
+import pytest
+
+from app.dispatcher import Assistant
+from app.errors import PromptsError
+from app.head import Head, fit, load_head
+from app.prompts import load_roles
+from tests.conftest import ROOT, FakeEngine, write
+
+
+def toy_head(fingerprint="f", bias=0.0, n=3):
+    return Head(
+        ("正面", "负面"), np.arange(n), np.zeros(n), np.ones(n), np.ones(n), bias, fingerprint
+    )
+
+
+def test_fit_learns_a_separable_problem_and_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    x = np.vstack([rng.normal(1.0, 1.0, (60, 8)), rng.normal(-1.0, 1.0, (60, 8))])
+    y = [1] * 60 + [0] * 60
+    head = fit(x, y, np.arange(8), ("正面", "负面"), "abc", report=lambda _: None)
+    path = write(tmp_path / "h.json", head.to_json())
+    loaded = load_head(path, "here")
+    assert loaded.probability(np.full(8, 1.5)) > 0.5  # strong regularisation keeps it modest
+    assert loaded.probability(np.full(8, -1.5)) < 0.5
+    predictions = [loaded.probability(row) > 0.5 for row in x]
+    assert sum(p == bool(t) for p, t in zip(predictions, y, strict=True)) >= 110
+    assert loaded.probability(x[0]) == pytest.approx(head.probability(x[0]), abs=1e-4)
+
+
+def prompts_with_head(tmp_path, head: Head, system_suffix=""):
+    base = (ROOT / "prompts.yaml").read_text(encoding="utf-8")
+    write(tmp_path / "heads.json", head.to_json())
+    text = base.replace(
+        "    output:\n      kind: labels",
+        "    head: heads.json\n    output:\n      kind: labels",
+        1,
+    )
+    text = text.replace(
+        "只回答「正面」或「负面」，不要解释。",
+        "只回答「正面」或「负面」，不要解释。" + system_suffix,
+        1,
+    )
+    return write(tmp_path / "prompts.yaml", text)
+
+
+def test_head_is_loaded_for_its_role(tmp_path):
+    fingerprint = load_roles(ROOT / "prompts.yaml").sentiment.fingerprint()
+    book = load_roles(prompts_with_head(tmp_path, toy_head(fingerprint)))
+    assert book.heads["sentiment"].fingerprint == fingerprint
+
+
+def test_head_trained_under_another_prompt_is_refused(tmp_path):
+    fingerprint = load_roles(ROOT / "prompts.yaml").sentiment.fingerprint()
+    with pytest.raises(PromptsError, match="train_head.py --role sentiment"):
+        load_roles(prompts_with_head(tmp_path, toy_head(fingerprint), system_suffix="改了"))
+
+
+def test_broken_head_file_names_the_field(tmp_path):
+    path = prompts_with_head(tmp_path, toy_head())
+    write(tmp_path / "heads.json", "{not json")
+    with pytest.raises(PromptsError, match="field 'head'"):
+        load_roles(path)
+
+
+@pytest.mark.parametrize(("bias", "label"), [(3.0, "正面"), (-3.0, "负面")])
+def test_classify_uses_the_head_and_logits_mode_ignores_it(tmp_path, bias, label):
+    fingerprint = load_roles(ROOT / "prompts.yaml").sentiment.fingerprint()
+    book = load_roles(prompts_with_head(tmp_path, toy_head(fingerprint, bias=bias)))
+    engine = FakeEngine()
+    assistant = Assistant(engine, book)
+    verdict = assistant.sentiment("随便")  # features are zeros -> P(正面) = sigmoid(bias)
+    assert verdict.label == label and verdict.confidence == pytest.approx(1 / (1 + np.exp(-3.0)))
+    engine.enqueue_choice([0.5, 0.5])
+    engine.enqueue_choice([0.2, 0.8])
+    assistant.sentiment("随便", decode="logits")
+    assert assistant.sentiment("随便", decode="logits").label == "负面"

@@ -82,6 +82,7 @@ class Assistant:
             n_ctx=settings.n_ctx,
             n_threads=settings.n_threads,
             n_batch=settings.n_batch,
+            extra_buffers=settings.extra_buffers,
             verbose=settings.verbose,
         )
         return cls(engine, roles, settings)

@@ -24,6 +24,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,22 +75,24 @@ class Engine:
         n_ctx: int = 2048,
         n_threads: int = 2,
         n_batch: int = 512,
+        extra_buffers: bool = False,
         verbose: bool = False,
     ) -> None:
         self.model_path = Path(model_path)
         _check_gguf_file(self.model_path)
         started = time.perf_counter()
         try:
-            self.llm = Llama(
-                model_path=str(self.model_path),
-                n_ctx=n_ctx,
-                n_threads=n_threads,
-                n_threads_batch=n_threads,
-                n_batch=min(n_batch, n_ctx),
-                logits_all=False,
-                use_mmap=True,
-                verbose=verbose,
-            )
+            with _extra_buffers(extra_buffers):
+                self.llm = Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    n_threads_batch=n_threads,
+                    n_batch=min(n_batch, n_ctx),
+                    logits_all=False,
+                    use_mmap=True,
+                    verbose=verbose,
+                )
         except (ValueError, RuntimeError, OSError) as error:
             raise ModelLoadError(
                 f"llama.cpp could not load {self.model_path} ({error}). The file may be truncated "
@@ -390,6 +393,33 @@ class Engine:
         with self._lock:
             self._prefix_states.clear()
             self.llm.close()
+
+
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextmanager
+def _extra_buffers(enabled: bool) -> Iterator[None]:
+    """Load with llama.cpp's extra CPU weight buffers (AMX, repacked layouts) on or off.
+
+    Why off by default: on Xeons that report AMX, llama.cpp's AMX kernels segfault inside some
+    virtual machines (seen here with llama-cpp-python 0.3.36), and the whole process dies with
+    no error to catch. `Llama()` has no keyword for this model parameter, so the default
+    parameters are patched for the duration of the load only, under a lock.
+    """
+    original = llama_cpp.llama_cpp.llama_model_default_params
+
+    def params() -> llama_cpp.llama_model_params:
+        chosen = original()
+        chosen.use_extra_bufts = enabled
+        return chosen
+
+    with _PARAMS_LOCK:
+        llama_cpp.llama_cpp.llama_model_default_params = params
+        try:
+            yield
+        finally:
+            llama_cpp.llama_cpp.llama_model_default_params = original
 
 
 def _check_gguf_file(path: Path) -> None:

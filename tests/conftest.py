@@ -6,6 +6,7 @@ command; a silent skip would let a broken setup look green.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -79,8 +80,10 @@ def fake_engine() -> FakeEngine:
 
 @pytest.fixture
 def fake_assistant(fake_engine: FakeEngine) -> Assistant:
-    settings = load_settings()
-    return Assistant(fake_engine, load_roles(ROOT / "prompts.yaml"), settings)
+    """The shipped roles on the fake engine. Without their learned heads: the fake has no real
+    logits to feed a head, so its scripted probabilities are what the verdict must show."""
+    roles = load_roles(ROOT / "prompts.yaml")
+    return Assistant(fake_engine, roles.model_copy(update={"heads": {}}), load_settings())
 
 
 def _model_path() -> Path:
@@ -115,3 +118,14 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
 def write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def shipped_prompts_text() -> str:
+    return (ROOT / "prompts.yaml").read_text(encoding="utf-8")
+
+
+def copy_prompts(folder: Path, text: str | None = None) -> Path:
+    """A prompts file in `folder` (the shipped one unless `text` is given) with the learned heads
+    it points at beside it, as they are beside the shipped file."""
+    shutil.copytree(ROOT / "heads", folder / "heads", dirs_exist_ok=True)
+    return write(folder / "prompts.yaml", shipped_prompts_text() if text is None else text)

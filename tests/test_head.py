@@ -7,7 +7,7 @@ from app.dispatcher import Assistant
 from app.errors import PromptsError
 from app.head import Head, fit, load_head
 from app.prompts import load_roles
-from tests.conftest import ROOT, FakeEngine, write
+from tests.conftest import ROOT, FakeEngine, shipped_prompts_text, write
 
 
 def toy_head(fingerprint="f", bias=0.0, n=3):
@@ -31,13 +31,10 @@ def test_fit_learns_a_separable_problem_and_round_trips(tmp_path):
 
 
 def prompts_with_head(tmp_path, head: Head, system_suffix=""):
-    base = (ROOT / "prompts.yaml").read_text(encoding="utf-8")
     write(tmp_path / "heads.json", head.to_json())
-    text = base.replace(
-        "    output:\n      kind: labels",
-        "    head: heads.json\n    output:\n      kind: labels",
-        1,
-    )
+    shipped = "    head: heads/sentiment.json\n"
+    assert shipped in shipped_prompts_text(), "the sentiment role ships with a head"
+    text = shipped_prompts_text().replace(shipped, "    head: heads.json\n", 1)
     text = text.replace(
         "只回答「正面」或「负面」，不要解释。",
         "只回答「正面」或「负面」，不要解释。" + system_suffix,

@@ -4,7 +4,7 @@ import pytest
 
 from app.dispatcher import Assistant
 from app.prompts import load_roles
-from tests.conftest import ROOT, run_cli, write
+from tests.conftest import copy_prompts, run_cli, shipped_prompts_text
 
 pytestmark = pytest.mark.model
 
@@ -21,8 +21,7 @@ TOPIC_ROLE = """
 
 @pytest.fixture
 def prompts_with_topic(tmp_path):
-    base = (ROOT / "prompts.yaml").read_text(encoding="utf-8")
-    return write(tmp_path / "prompts.yaml", base + TOPIC_ROLE)
+    return copy_prompts(tmp_path, shipped_prompts_text() + TOPIC_ROLE)
 
 
 @pytest.mark.parametrize(

@@ -370,6 +370,53 @@ def eval_chat(
 
 @main.command()
 @click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to bind (loopback by default: only this machine can connect).",
+)
+@click.option(
+    "--port", default=8000, show_default=True, type=click.IntRange(1, 65535), help="TCP port."
+)
+@settings_options
+@handle_errors
+def serve(host: str, port: int, **settings: Any) -> None:
+    """Serve the model over HTTP: OpenAI chat API, sentiment, feel + reply, and a chat page."""
+    import logging
+
+    try:
+        import uvicorn
+
+        from app.server import create_app
+    except ImportError:
+        raise InputError('The server needs its extra: pip install -e ".[server]"') from None
+    _check_port_free(host, port)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    assistant = _load(settings)  # load first: a bad model is a one-line error, not a traceback
+    click.echo(
+        f"Serving {assistant.engine.model_name} on http://{host}:{port}/ (Ctrl-C stops)", err=True
+    )
+    uvicorn.run(create_app(lambda: assistant), host=host, port=port, log_level="warning")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Fail before the model loads, with a hint, rather than after it in uvicorn's log."""
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as error:
+        raise InputError(
+            f"Cannot listen on {host}:{port} ({error.strerror}). Pick another --port, "
+            "or stop the program that uses it."
+        ) from None
+
+
+@main.command()
+@click.option(
     "--prompts", type=click.Path(path_type=Path), help="Roles file. [default: prompts.yaml]"
 )
 @handle_errors

@@ -1,6 +1,7 @@
 """The CLI: output shape and exit codes, on a fake engine (fast) and as a real process."""
 
 import json
+import socket
 
 import pytest
 from click.testing import CliRunner
@@ -136,3 +137,13 @@ def test_real_missing_model_prints_the_download_command(tmp_path):
     result = run_cli("chat", "--once", "你好", "--models-dir", str(tmp_path))
     assert result.returncode == 2
     assert "python scripts/download_model.py" in result.stderr
+
+
+def test_serve_on_a_busy_port_is_a_clear_error_before_loading():
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(cli.main, ["serve", "--port", str(port)])
+    assert result.exit_code == 5
+    assert f"127.0.0.1:{port}" in result.output and "Pick another --port" in result.output

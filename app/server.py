@@ -1,0 +1,385 @@
+"""The local HTTP server: a thin shell that speaks the OpenAI chat API (optional extra `server`).
+
+One Assistant (one model) serves every client. Blocking llama.cpp calls run in a thread pool; the
+engine's lock queues them, one at a time on the model. Streams go out as server-sent events and
+check for a gone client after every piece: closing the generator releases the model at once.
+Errors leave as OpenAI-style bodies ({"error": {"message", "type", "param", "code"}}) with a 4xx
+status; the server never dies on input.
+
+    POST /v1/chat/completions   OpenAI chat (messages, temperature, max_tokens, stop, stream);
+                                `model` may name a role ("allinone:sentiment") or use `role`
+    GET  /v1/models             the loaded model and one alias per role
+    POST /v1/sentiment          {"input": "text" | ["a", "b"]} -> labels + confidences in order
+    POST /v1/respond            feel + reply: the sentiment event first, then the streamed reply
+    GET  /health                200 once the model is loaded
+    GET  /                      a small chat page (no build step, no CDN)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette.sse import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.dispatcher import Assistant, Turn, Verdict
+from app.errors import AllInOneError, InputError, UnknownRole
+
+log = logging.getLogger("allinone.server")
+PAGE = Path(__file__).resolve().parent / "static" / "chat.html"
+MAX_BODY_BYTES = 1_000_000
+MAX_BATCH = 256
+ROLE_ALIAS = "allinone:"
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use
+    model: str | None = None
+    role: str | None = Field(default=None, description="A role from prompts.yaml.")
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    stop: str | list[str] | None = None
+    stream: bool = False
+    seed: int | None = None
+
+
+class SentimentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    input: str | list[str]
+    role: str | None = None
+
+
+class RespondRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    messages: list[ChatMessage] = Field(min_length=1)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=8192)
+    stream: bool = True
+    seed: int | None = None
+
+
+def error_body(
+    status: int, message: str, kind: str = "invalid_request_error", param: str | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "param": param, "code": status}},
+        status_code=status,
+    )
+
+
+class BodyTooLarge(Exception):
+    """A request body (chunked, or with a false Content-Length) went past MAX_BODY_BYTES."""
+
+
+class RequestLog:
+    """Pure ASGI middleware: a request id, the body size limit, one log line per request.
+
+    Pure ASGI rather than `@app.middleware("http")`: the log line is written when the last byte
+    of a stream has gone out (so its time is the whole request), and the size limit also holds
+    for chunked bodies that carry no Content-Length.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-request-id", b"").decode("latin-1").strip()[:64]
+        request_id = given or uuid.uuid4().hex[:12]
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > MAX_BODY_BYTES:
+                raise BodyTooLarge
+            return message
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode("latin-1")),
+                ]
+            await send(message)
+
+        try:
+            declared = headers.get(b"content-length", b"")
+            if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+                await _too_large()(scope, receive, send_with_id)
+            else:
+                await self.app(scope, limited_receive, send_with_id)
+        finally:
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            log.info(
+                "%s %s %s -> %d in %.0f ms",
+                request_id,
+                scope["method"],
+                scope["path"],
+                status,
+                elapsed_ms,
+            )
+
+
+def _too_large() -> JSONResponse:
+    return error_body(413, f"Request body over {MAX_BODY_BYTES} bytes. Send less per request.")
+
+
+def create_app(load: Callable[[], Assistant]) -> FastAPI:
+    """The app; `load` builds the Assistant once at start-up (tests may pass a ready one)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.assistant = await run_in_threadpool(load)
+        log.info("model loaded: %s", app.state.assistant.engine.model_name)
+        yield
+
+    app = FastAPI(title="All-in-One", version="0.1.0", lifespan=lifespan)
+    app.state.assistant = None
+    app.add_middleware(RequestLog)
+
+    @app.exception_handler(AllInOneError)
+    async def _our_errors(request: Request, error: AllInOneError) -> JSONResponse:
+        status = 404 if isinstance(error, UnknownRole) else 400
+        return error_body(status, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0] if error.errors() else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":
+            return error_body(400, "The body is not valid JSON. Send a JSON object.")
+        where = ".".join(str(part) for part in first["loc"] if part != "body")
+        return error_body(400, f"{where or 'body'}: {first['msg']}", param=where or None)
+
+    @app.exception_handler(Exception)
+    async def _bug(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error")
+        return error_body(500, "Internal error; see the server log.", kind="server_error")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_errors(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        if isinstance(error.__cause__, BodyTooLarge):  # FastAPI wraps body-read errors in a 400
+            return _too_large()
+        return error_body(error.status_code, str(error.detail))
+
+    def assistant() -> Assistant:
+        if app.state.assistant is None:
+            raise InputError("The model is still loading; retry in a moment (see GET /health).")
+        return app.state.assistant
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if app.state.assistant is None:
+            return JSONResponse({"status": "loading"}, status_code=503)
+        return JSONResponse({"status": "ok", "model": app.state.assistant.engine.model_name})
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(PAGE, media_type="text/html; charset=utf-8")
+
+    @app.get("/v1/models")
+    async def models() -> dict[str, Any]:
+        current = assistant()
+        ids = [current.engine.model_name] + [ROLE_ALIAS + name for name in current.roles.roles]
+        return {
+            "object": "list",
+            "data": [{"id": i, "object": "model", "owned_by": "local"} for i in ids],
+        }
+
+    @app.post("/v1/sentiment")
+    async def sentiment(body: SentimentRequest) -> dict[str, Any]:
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        if not texts:
+            raise InputError("input: give a text or a non-empty list of texts.")
+        if len(texts) > MAX_BATCH:
+            raise InputError(f"input: at most {MAX_BATCH} texts per request.")
+        current = assistant()
+        verdicts = await run_in_threadpool(lambda: [current.classify(t, body.role) for t in texts])
+        return {"object": "list", "data": [_verdict_json(v, i) for i, v in enumerate(verdicts)]}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatRequest, request: Request):
+        current = assistant()
+        role = _role_name(body, current)
+        text, history = _split_messages(body.messages)
+        created, completion_id = int(time.time()), "chatcmpl-" + uuid.uuid4().hex[:24]
+        model_id = body.model or current.engine.model_name
+        if current.roles.get(role).is_classifier:
+            verdict = await run_in_threadpool(current.classify, text, role)
+            message = {"role": "assistant", "content": verdict.label}
+            if body.stream:
+                return EventSourceResponse(
+                    _one_shot_stream(completion_id, created, model_id, verdict.label)
+                )
+            return _completion(completion_id, created, model_id, message, "stop")
+        stops = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
+        sampling = {
+            "temperature": body.temperature,
+            "top_p": body.top_p,
+            "max_tokens": body.max_tokens,
+            "stop": stops,
+            "seed": body.seed,
+        }
+        stream = current.reply(text, history, role=role, **sampling)  # raises 4xx errors here
+        if body.stream:
+            return EventSourceResponse(
+                _openai_stream(request, stream, completion_id, created, model_id)
+            )
+        reply = await run_in_threadpool(lambda: "".join(stream))
+        return _completion(
+            completion_id, created, model_id, {"role": "assistant", "content": reply}, "stop"
+        )
+
+    @app.post("/v1/respond")
+    async def respond(body: RespondRequest, request: Request):
+        current = assistant()
+        text, history = _split_messages(body.messages)
+        sampling = {
+            "temperature": body.temperature,
+            "max_tokens": body.max_tokens,
+            "seed": body.seed,
+        }
+        verdict, stream = await run_in_threadpool(
+            lambda: current.respond(text, history, **sampling)
+        )
+        if not body.stream:
+            reply = await run_in_threadpool(lambda: "".join(stream))
+            return {"sentiment": _verdict_json(verdict, 0), "reply": reply}
+        return EventSourceResponse(_respond_stream(request, verdict, stream))
+
+    return app
+
+
+def _role_name(body: ChatRequest, current: Assistant) -> str:
+    if body.role:
+        return current.roles.get(body.role).name
+    if body.model and body.model.startswith(ROLE_ALIAS):
+        return current.roles.get(body.model.removeprefix(ROLE_ALIAS)).name
+    return current.roles.defaults.chat
+
+
+def _split_messages(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
+    """The last message is the user's new text; earlier user/assistant turns are history.
+
+    System messages from the client are not used: each role brings its own system prompt.
+    """
+    if messages[-1].role != "user":
+        raise InputError("messages: the last message must come from the user.")
+    history = [Turn(m.role, m.content) for m in messages[:-1] if m.role in ("user", "assistant")]
+    return messages[-1].content, history
+
+
+def _verdict_json(verdict: Verdict, index: int) -> dict[str, Any]:
+    return {"index": index, "label": verdict.label, "confidence": round(verdict.confidence, 4)}
+
+
+def _completion(completion_id: str, created: int, model: str, message: dict, finish: str) -> dict:
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+    }
+
+
+def _chunk(completion_id: str, created: int, model: str, delta: dict, finish: str | None) -> str:
+    return json.dumps(
+        {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        },
+        ensure_ascii=False,
+    )
+
+
+async def _pieces(request: Request, stream: Iterator[str]) -> AsyncIterator[str]:
+    """Pull pieces from the blocking stream in a thread; stop at once if the client has left.
+
+    The stream is closed in `finally` on every exit (done, client gone, task cancelled), which
+    releases the model's lock right away. Closing it synchronously is safe: a cancelled
+    `run_in_threadpool` still waits for its worker thread, so no thread is inside the generator.
+    """
+    sentinel = object()
+    sent = 0
+    gone = False
+    try:
+        while True:
+            piece = await run_in_threadpool(next, stream, sentinel)
+            if piece is sentinel:
+                return
+            if await request.is_disconnected():
+                gone = True
+                return
+            sent += 1
+            yield piece  # type: ignore[misc]
+    except BaseException:
+        gone = True  # cancelled: sse-starlette saw the client disconnect
+        raise
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+        if gone:
+            request_id = request.scope.get("state", {}).get("request_id", "-")
+            log.info("%s client gone after %d pieces; stream closed", request_id, sent)
+
+
+async def _openai_stream(request, stream, completion_id, created, model) -> AsyncIterator[dict]:
+    yield {
+        "data": _chunk(completion_id, created, model, {"role": "assistant", "content": ""}, None)
+    }
+    async for piece in _pieces(request, stream):
+        yield {"data": _chunk(completion_id, created, model, {"content": piece}, None)}
+    yield {"data": _chunk(completion_id, created, model, {}, "stop")}
+    yield {"data": "[DONE]"}
+
+
+async def _one_shot_stream(completion_id, created, model, content) -> AsyncIterator[dict]:
+    yield {
+        "data": _chunk(
+            completion_id, created, model, {"role": "assistant", "content": content}, None
+        )
+    }
+    yield {"data": _chunk(completion_id, created, model, {}, "stop")}
+    yield {"data": "[DONE]"}
+
+
+async def _respond_stream(request, verdict: Verdict, stream) -> AsyncIterator[dict]:
+    yield {"event": "sentiment", "data": json.dumps(_verdict_json(verdict, 0), ensure_ascii=False)}
+    async for piece in _pieces(request, stream):
+        yield {"event": "delta", "data": json.dumps({"content": piece}, ensure_ascii=False)}
+    yield {"event": "done", "data": "[DONE]"}

@@ -151,6 +151,14 @@ def chat(
     "--restart", is_flag=True, help="Ignore an interrupted run's progress and start over."
 )
 @click.option(
+    "--on-error",
+    type=click.Choice(["stop", "skip"]),
+    default="stop",
+    show_default=True,
+    help="A bad row (not UTF-8, bad JSON, too long for the context): stop there, naming its "
+    "line (rows done so far are kept for the next run), or skip it and list it at the end.",
+)
+@click.option(
     "--decode",
     type=click.Choice(["auto", "logits", "grammar"]),
     default="auto",
@@ -162,10 +170,23 @@ def chat(
 @settings_options
 @handle_errors
 def classify(
-    source: str, output: Path | None, role: str | None, restart: bool, decode: str, **settings: Any
+    source: str,
+    output: Path | None,
+    role: str | None,
+    restart: bool,
+    on_error: str,
+    decode: str,
+    **settings: Any,
 ) -> None:
     """Label one text, or every row of a .txt/.csv/.jsonl FILE (resumable, with a progress bar)."""
-    from app.files import INPUT_FORMATS, classify_file, count_rows, read_rows
+    from app.files import (
+        INPUT_FORMATS,
+        bad_row_error,
+        classify_file,
+        count_rows,
+        label_row,
+        read_rows,
+    )
 
     path = Path(source)
     is_file = path.suffix.lower() in INPUT_FORMATS and (path.exists() or output is not None)
@@ -185,14 +206,22 @@ def classify(
 
     if output is None:
         for row in read_rows(path):
-            if row.text.strip():
-                lab, conf = label(row.text)
-                click.echo(f"{lab}\t{conf:.4f}\t{row.text}")
+            if not row.text.strip() and not row.problem:
+                continue
+            result = label_row(row, label)
+            if isinstance(result, str):
+                if on_error == "stop":
+                    raise bad_row_error(path, row.line, result)
+                click.echo(f"Skipped line {row.line}: {result}", err=True)
+            else:
+                click.echo(f"{result[0]}\t{result[1]:.4f}\t{row.text}")
         return
     from tqdm import tqdm
 
     with tqdm(total=count_rows(path), unit="row", disable=None, file=sys.stderr) as bar:
-        summary = classify_file(path, output, label, restart=restart, progress=bar.update)
+        summary = classify_file(
+            path, output, label, restart=restart, on_error=on_error, progress=bar.update
+        )
     note = f" ({summary.resumed} resumed from an earlier run)" if summary.resumed else ""
     click.echo(f"Labelled {summary.done} rows{note} -> {summary.output}", err=True)
     if summary.skipped_lines:
@@ -201,6 +230,10 @@ def classify(
         click.echo(
             f"Skipped {len(summary.skipped_lines)} empty rows (lines {lines}{more}).", err=True
         )
+    for line, problem in summary.bad_rows[:10]:
+        click.echo(f"Skipped bad row, line {line}: {problem}", err=True)
+    if len(summary.bad_rows) > 10:
+        click.echo(f"... and {len(summary.bad_rows) - 10} more bad rows.", err=True)
 
 
 @main.command()

@@ -5,6 +5,11 @@ journal next to the output (`OUT.partial.jsonl`, one JSON line per finished row,
 goes). If the run stops (Ctrl-C, kill, power cut), the next run with the same arguments reads the
 journal, drops a half-written last line, and carries on from the first unfinished row, so no row
 is lost or done twice. The final file appears in one `os.replace` once every row is done.
+
+A bad row (bytes that are not UTF-8, a JSONL line that is not an object with a `text`, a text
+the model cannot take) is named by its line number, and either stops the run (`stop`, the
+default; rows done so far stay in the journal) or is left out of the output and listed at the
+end (`skip`).
 """
 
 from __future__ import annotations
@@ -15,21 +20,34 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from app.errors import InputError
 
 INPUT_FORMATS = (".txt", ".csv", ".jsonl")
 OUTPUT_FORMATS = (".csv", ".jsonl")
 RESULT_FIELDS = ("label", "confidence")
+OnError = Literal["stop", "skip"]
+NOT_UTF8 = "not valid UTF-8 (re-save the file as UTF-8)"
 
 
 @dataclass(frozen=True)
 class Row:
-    """One input row: its 1-based line number in the file, all its fields, and the text."""
+    """One input row: its 1-based line number, all its fields, the text, and what is wrong with
+    it if it cannot be used (then `text` is empty)."""
 
     line: int
     record: dict[str, object]
     text: str
+    problem: str | None = None
+
+
+def _undecodable(*values: object) -> bool:
+    """True if a value read with errors="surrogateescape" holds bytes that were not UTF-8."""
+    return any(
+        isinstance(value, str) and any("\udc80" <= char <= "\udcff" for char in value)
+        for value in values
+    )
 
 
 def read_rows(path: Path) -> Iterator[Row]:
@@ -41,51 +59,63 @@ def read_rows(path: Path) -> Iterator[Row]:
         )
     if not path.is_file():
         raise InputError(f"{path}: file not found.")
-    try:
-        if suffix == ".txt":
-            yield from _read_txt(path)
-        elif suffix == ".csv":
-            yield from _read_csv(path)
-        else:
-            yield from _read_jsonl(path)
-    except UnicodeDecodeError as error:
-        raise InputError(
-            f"{path}: not valid UTF-8 (byte {error.start}). Re-save the file as UTF-8."
-        ) from None
+    if suffix == ".txt":
+        yield from _read_txt(path)
+    elif suffix == ".csv":
+        yield from _read_csv(path)
+    else:
+        yield from _read_jsonl(path)
+
+
+def _open(path: Path, encoding: str = "utf-8"):  # -> TextIO
+    # surrogateescape: a row with bad bytes becomes a bad row, not the end of the whole file.
+    return path.open(encoding=encoding, errors="surrogateescape", newline="")
 
 
 def _read_txt(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8", newline="") as file:
+    with _open(path) as file:
         for number, line in enumerate(file, start=1):
             text = line.rstrip("\r\n")
-            yield Row(number, {"text": text}, text)
+            if _undecodable(text):
+                yield Row(number, {}, "", NOT_UTF8)
+            else:
+                yield Row(number, {"text": text}, text)
 
 
 def _read_csv(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8-sig", newline="") as file:
+    with _open(path, "utf-8-sig") as file:
         reader = csv.DictReader(file)
         if not reader.fieldnames or "text" not in reader.fieldnames:
             found = ", ".join(reader.fieldnames or []) or "none"
             raise InputError(f"{path}: no 'text' column (columns found: {found}).")
+        if _undecodable(*reader.fieldnames):
+            raise InputError(f"{path}: the header row is {NOT_UTF8}.")
         for record in reader:
-            yield Row(reader.line_num, dict(record), record.get("text") or "")
+            if _undecodable(*record.values()):
+                yield Row(reader.line_num, {}, "", NOT_UTF8)
+            else:
+                yield Row(reader.line_num, dict(record), record.get("text") or "")
 
 
 def _read_jsonl(path: Path) -> Iterator[Row]:
-    with path.open(encoding="utf-8") as file:
+    with _open(path) as file:
         for number, line in enumerate(file, start=1):
             if not line.strip():
                 yield Row(number, {}, "")
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise InputError(f"{path}, line {number}: not valid JSON ({error.msg}).") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise InputError(
-                    f"{path}, line {number}: expected an object with a string 'text' field."
-                )
-            yield Row(number, record, record["text"])
+            elif _undecodable(line):
+                yield Row(number, {}, "", NOT_UTF8)
+            else:
+                yield _jsonl_row(number, line)
+
+
+def _jsonl_row(number: int, line: str) -> Row:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        return Row(number, {}, "", f"not valid JSON ({error.msg})")
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        return Row(number, {}, "", "expected an object with a string 'text' field")
+    return Row(number, record, record["text"])
 
 
 def count_rows(path: Path) -> int:
@@ -96,11 +126,29 @@ def count_rows(path: Path) -> int:
 class Summary:
     done: int = 0
     resumed: int = 0
-    skipped_lines: tuple[int, ...] = ()
+    skipped_lines: tuple[int, ...] = ()  # empty rows
+    bad_rows: tuple[tuple[int, str], ...] = ()  # (line, problem), left out under on_error="skip"
     output: Path | None = None
 
 
 Classifier = Callable[[str], tuple[str, float]]
+
+
+def label_row(row: Row, classify: Classifier) -> tuple[str, float] | str:
+    """The row's (label, confidence), or what is wrong with it (bad input, text too long)."""
+    if row.problem:
+        return row.problem
+    try:
+        return classify(row.text)
+    except InputError as error:  # e.g. longer than the context window: this row only
+        return str(error)
+
+
+def bad_row_error(source: Path, line: int, problem: str) -> InputError:
+    return InputError(
+        f"{source}, line {line}: {problem.rstrip('.')}. Fix or remove that row, or run again "
+        "with --on-error skip to leave such rows out (rows already done are kept)."
+    )
 
 
 def classify_file(
@@ -109,6 +157,7 @@ def classify_file(
     classify: Classifier,
     *,
     restart: bool = False,
+    on_error: OnError = "stop",
     progress: Callable[[int], None] | None = None,
 ) -> Summary:
     """Classify every non-empty row of `source` into `target`, resuming a journal if present."""
@@ -131,24 +180,32 @@ def classify_file(
                 if progress:
                     progress(1)
                 continue
-            if not row.text.strip():
+            if not row.text.strip() and not row.problem:
                 entry = {"row": index, "skip": True, "line": row.line}
             else:
-                label, confidence = classify(row.text)
-                entry = {
-                    "row": index,
-                    "record": row.record,
-                    "label": label,
-                    "confidence": round(confidence, 4),
-                }
-                summary.done += 1
+                result = label_row(row, classify)
+                if isinstance(result, str):
+                    if on_error == "stop":
+                        raise bad_row_error(source, row.line, result)
+                    entry = {"row": index, "bad": result, "line": row.line}
+                else:
+                    label, confidence = result
+                    entry = {
+                        "row": index,
+                        "record": row.record,
+                        "label": label,
+                        "confidence": round(confidence, 4),
+                    }
+                    summary.done += 1
             log.write(json.dumps(entry, ensure_ascii=False) + "\n")
             log.flush()
             finished[index] = entry
             if progress:
                 progress(1)
     summary.skipped_lines = tuple(sorted(e["line"] for e in finished.values() if e.get("skip")))
-    _write_output(target, [finished[i] for i in sorted(finished) if not finished[i].get("skip")])
+    summary.bad_rows = tuple(sorted((e["line"], e["bad"]) for e in finished.values() if "bad" in e))
+    labelled = [finished[i] for i in sorted(finished) if "label" in finished[i]]
+    _write_output(target, labelled)
     journal.unlink(missing_ok=True)
     summary.output = target
     return summary

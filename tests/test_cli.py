@@ -147,3 +147,16 @@ def test_serve_on_a_busy_port_is_a_clear_error_before_loading():
         result = CliRunner().invoke(cli.main, ["serve", "--port", str(port)])
     assert result.exit_code == 5
     assert f"127.0.0.1:{port}" in result.output and "Pick another --port" in result.output
+
+
+def test_classify_file_bad_rows_stop_or_skip(runner, tmp_path):
+    source = tmp_path / "in.txt"
+    source.write_bytes("很好\n".encode() + b"\xff\n" + "太差\n".encode())
+    stopped = runner.invoke(cli.main, ["classify", str(source)])
+    assert stopped.exit_code == 5 and "line 2: not valid UTF-8" in stopped.output
+    skipped = runner.invoke(
+        cli.main, ["classify", str(source), "-o", str(tmp_path / "o.csv"), "--on-error", "skip"]
+    )
+    assert skipped.exit_code == 0, skipped.output
+    assert "Skipped bad row, line 2: not valid UTF-8" in skipped.output
+    assert len((tmp_path / "o.csv").read_text(encoding="utf-8").splitlines()) == 3

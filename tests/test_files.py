@@ -52,8 +52,8 @@ def test_empty_rows_are_skipped_and_reported_by_line(tmp_path):
     ("name", "content", "message"),
     [
         ("in.csv", "id,body\n1,x\n", "no 'text' column"),
-        ("in.jsonl", '{"text": "ok"}\n{oops\n', "line 2"),
-        ("in.jsonl", '{"text": 5}\n', "line 1"),
+        ("in.jsonl", '{"text": "ok"}\n{oops\n', "line 2: not valid JSON"),
+        ("in.jsonl", '{"text": 5}\n', "line 1: expected an object"),
         ("in.xlsx", "x", "unsupported input type"),
     ],
 )
@@ -63,11 +63,52 @@ def test_bad_input_files_say_where(tmp_path, name, content, message):
         classify_file(source, tmp_path / "out.csv", fake_label)
 
 
-def test_invalid_utf8_is_reported(tmp_path):
+def test_invalid_utf8_stops_at_its_line_by_default(tmp_path):
     source = tmp_path / "in.txt"
     source.write_bytes("好\n".encode() + b"\xff\xfe bad\n")
-    with pytest.raises(InputError, match="UTF-8"):
+    with pytest.raises(InputError, match="line 2: not valid UTF-8.*--on-error skip"):
         classify_file(source, tmp_path / "out.csv", fake_label)
+    assert not (tmp_path / "out.csv").exists(), "no output file until every row is done"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "bad_lines"),
+    [
+        ("in.txt", "好\n".encode() + b"\xff bad\n" + "差\n".encode(), [2]),
+        ("in.csv", "id,text\n1,好\n".encode() + b"2,\xc3(\n" + "3,差\n".encode(), [3]),
+        ("in.jsonl", '{"text": "好"}\n{oops\n{"text": 5}\n{"text": "差"}\n'.encode(), [2, 3]),
+    ],
+)
+def test_skip_leaves_bad_rows_out_and_lists_them(tmp_path, name, content, bad_lines):
+    source = tmp_path / name
+    source.write_bytes(content)
+    target = tmp_path / "out.jsonl"
+    summary = classify_file(source, target, fake_label, on_error="skip")
+    assert [line for line, _ in summary.bad_rows] == bad_lines
+    labels = [json.loads(line)["label"] for line in target.read_text(encoding="utf-8").splitlines()]
+    assert labels == ["正面", "负面"]
+
+
+def test_a_text_the_model_refuses_is_a_bad_row_and_a_stopped_run_resumes_with_skip(tmp_path):
+    source = write(tmp_path / "in.txt", "好\n" + "长" * 50 + "\n差\n")
+    calls = []
+
+    def refuses_long(text):
+        calls.append(text)
+        if len(text) > 20:
+            raise InputError("The input needs 60 tokens but the context window holds 32.")
+        return fake_label(text)
+
+    target = tmp_path / "out.csv"
+    with pytest.raises(InputError, match="line 2: The input needs 60 tokens"):
+        classify_file(source, target, refuses_long)
+    summary = classify_file(source, target, refuses_long, on_error="skip")
+    assert summary.resumed == 1 and summary.bad_rows == (
+        (2, "The input needs 60 tokens but the context window holds 32."),
+    )
+    assert calls.count("好") == 1, "the row done before the stop is not done again"
+    with target.open(encoding="utf-8") as file:
+        assert [row["text"] for row in csv.DictReader(file)] == ["好", "差"]
 
 
 def test_unsupported_output_type(tmp_path):

@@ -431,7 +431,18 @@ def serve(host: str, port: int, **settings: Any) -> None:
     click.echo(
         f"Serving {assistant.engine.model_name} on http://{host}:{port}/ (Ctrl-C stops)", err=True
     )
-    uvicorn.run(create_app(lambda: assistant), host=host, port=port, log_level="warning")
+    uvicorn.run(
+        create_app(lambda: assistant),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=SHUTDOWN_GRACE_SECONDS,
+    )
+
+
+# On SIGTERM / Ctrl-C in-flight requests may finish within this many seconds (a long reply at
+# ~25 tokens/s takes about 10 s); after that they are cut.
+SHUTDOWN_GRACE_SECONDS = 30
 
 
 def _check_port_free(host: str, port: int) -> None:

@@ -30,7 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sse_starlette.sse import EventSourceResponse
+from sse_starlette.sse import AppStatus, EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -164,6 +164,10 @@ def create_app(load: Callable[[], Assistant]) -> FastAPI:
         log.info("model loaded: %s", app.state.assistant.engine.model_name)
         yield
 
+    # On SIGTERM, sse-starlette would cut every open stream at once. Ours are finite (max_tokens),
+    # so let them finish: uvicorn stops accepting, drains in-flight requests within its
+    # graceful-shutdown timeout, then exits.
+    AppStatus.disable_automatic_graceful_drain()
     app = FastAPI(title="All-in-One", version="0.1.0", lifespan=lifespan)
     app.state.assistant = None
     app.add_middleware(RequestLog)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -27,11 +28,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def served(model_path, tmp_path_factory):
-    """`allinone serve` as a real process; yields its base URL and the file its log goes to."""
+def start_server(model_path, log_path):
+    """`allinone serve` as a real process on a free loopback port, logging to `log_path`."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("server") / "server.log"
     command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
     command += ["--model", str(model_path), "--seed", "7"]
     with log_path.open("w", encoding="utf-8") as log_file:
@@ -41,15 +40,21 @@ def served(model_path, tmp_path_factory):
     while time.monotonic() < deadline:
         try:
             if httpx.get(base + "/health", timeout=1).status_code == 200:
-                break
+                return process, base
         except httpx.HTTPError:
             pass
         if process.poll() is not None:
             pytest.fail("server exited: " + log_path.read_text(encoding="utf-8"))
         time.sleep(0.3)
-    else:
-        process.kill()
-        pytest.fail("server did not become healthy in 60 s")
+    process.kill()
+    pytest.fail("server did not become healthy in 60 s")
+
+
+@pytest.fixture(scope="module")
+def served(model_path, tmp_path_factory):
+    """The shared server; yields its base URL and the file its log goes to."""
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    process, base = start_server(model_path, log_path)
     yield base, log_path
     process.terminate()
     process.wait(timeout=30)
@@ -264,3 +269,33 @@ def test_chat_page_in_headless_chromium(server, tmp_path):
         browser.close()
     assert badge.startswith("负面")
     assert reply.strip()
+
+
+def test_sigterm_lets_the_reply_in_flight_finish_then_exits(model_path, tmp_path):
+    process, base = start_server(model_path, tmp_path / "server.log")
+    try:
+        body = {
+            "messages": [{"role": "user", "content": "介绍一下你自己"}],
+            "max_tokens": 48,
+            "temperature": 0,
+            "stream": True,
+        }
+        events = []
+        with httpx.stream("POST", base + "/v1/chat/completions", json=body, timeout=60) as reply:
+            for line in reply.iter_lines():
+                if line.startswith("data:"):
+                    events.append(line)
+                    if len(events) == 2:  # the first piece of text is out: stop the server
+                        process.send_signal(signal.SIGTERM)
+        assert events[-1] == "data: [DONE]", "the stream was cut, not drained"
+        finish = json.loads(events[-2][5:])["choices"][0]["finish_reason"]
+        assert finish == "stop" and len(events) > 4
+        code = process.wait(timeout=60)
+        assert code in (0, -signal.SIGTERM), f"exit code {code}"
+        log = (tmp_path / "server.log").read_text(encoding="utf-8")
+        assert "Traceback" not in log and "POST /v1/chat/completions -> 200" in log
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(base + "/health", timeout=2)
+    finally:
+        if process.poll() is None:
+            process.kill()

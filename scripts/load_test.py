@@ -3,21 +3,26 @@
 
     python scripts/load_test.py --clients 4 --requests 40          # starts its own server
     python scripts/load_test.py --url http://127.0.0.1:8000 ...    # or uses a running one
+    python scripts/load_test.py --requests 100000 --seconds 300 --disconnect 0.3   # a soak
 
 Bounded in requests and seconds, loopback only. Prints requests/s, p50/p95 latency per kind,
-and errors (which must be 0), as a Markdown table.
+and errors (which must be 0), as a Markdown table. With --disconnect, that share of chat
+requests stream and hang up after the first piece (every other request must still be
+answered); for a server it started, it samples the server's RSS every second.
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import random
 import socket
 import statistics
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from urllib.parse import urlparse
 
 import httpx
@@ -57,6 +62,18 @@ def start_server(model: str | None) -> tuple[subprocess.Popen, str]:
     sys.exit("The server did not come up.")
 
 
+def sample_rss(pid: int, samples: list[float], finished: threading.Event) -> None:
+    """The server's resident memory (VmRSS, MB) once a second until the run is over."""
+    while not finished.wait(1.0):
+        try:
+            status = Path(f"/proc/{pid}/status").read_text(encoding="ascii")
+        except OSError:
+            return
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                samples.append(int(line.split()[1]) / 1024)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -75,6 +92,12 @@ def main() -> None:
     parser.add_argument(
         "--max-tokens", type=int, default=32, help="chat reply length (default: %(default)s)"
     )
+    parser.add_argument(
+        "--disconnect",
+        type=float,
+        default=0.0,
+        help="share of chat requests that hang up mid-stream (default: %(default)s)",
+    )
     args = parser.parse_args()
 
     process = None
@@ -88,6 +111,20 @@ def main() -> None:
     counter = iter(range(args.requests))
     lock = threading.Lock()
     deadline = time.monotonic() + args.seconds
+    left = [0]  # requests that hung up on purpose
+    chooser = random.Random(7)
+    rss_mb: list[float] = []
+    finished = threading.Event()
+    if process:
+        threading.Thread(target=sample_rss, args=(process.pid, rss_mb, finished)).start()
+
+    def chat_body(n: int, stream: bool) -> dict:
+        return {
+            "messages": [{"role": "user", "content": CHAT[n % len(CHAT)]}],
+            "max_tokens": args.max_tokens,
+            "temperature": 0,
+            "stream": stream,
+        }
 
     def client() -> None:
         with httpx.Client(base_url=url, timeout=120) as http:
@@ -97,21 +134,26 @@ def main() -> None:
                 if n is None:
                     return
                 kind = "sentiment" if n % 2 == 0 else "chat"
+                with lock:
+                    hang_up = kind == "chat" and chooser.random() < args.disconnect
                 started = time.perf_counter()
                 try:
+                    if hang_up:
+                        with http.stream(
+                            "POST", "/v1/chat/completions", json=chat_body(n, True)
+                        ) as r:
+                            if r.status_code != 200:
+                                raise RuntimeError(f"HTTP {r.status_code}")
+                            next(r.iter_lines())  # the first piece, then hang up
+                        with lock:
+                            left[0] += 1
+                        continue
                     if kind == "sentiment":
                         response = http.post(
                             "/v1/sentiment", json={"input": SENTIMENT[n % len(SENTIMENT)]}
                         )
                     else:
-                        response = http.post(
-                            "/v1/chat/completions",
-                            json={
-                                "messages": [{"role": "user", "content": CHAT[n % len(CHAT)]}],
-                                "max_tokens": args.max_tokens,
-                                "temperature": 0,
-                            },
-                        )
+                        response = http.post("/v1/chat/completions", json=chat_body(n, False))
                     if response.status_code != 200:
                         raise RuntimeError(f"HTTP {response.status_code}: {response.text[:120]}")
                 except Exception as error:  # every failure is counted and shown, none is fatal
@@ -128,15 +170,21 @@ def main() -> None:
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    finished.set()
     if process:
         process.terminate()
         process.wait(timeout=30)
 
     done = sum(len(v) for v in results.values())
     print(
-        f"{args.clients} clients, {done + len(errors)} requests in {elapsed:.1f} s: "
-        f"{done / elapsed:.2f} requests/s, {len(errors)} errors\n"
+        f"{args.clients} clients, {done + len(errors) + left[0]} requests in {elapsed:.1f} s: "
+        f"{done / elapsed:.2f} answered/s, {left[0]} hung up on purpose, {len(errors)} errors\n"
     )
+    if rss_mb:
+        print(
+            f"server RSS: {rss_mb[0]:.0f} MB at the start, {max(rss_mb):.0f} MB at most, "
+            f"{rss_mb[-1]:.0f} MB at the end ({len(rss_mb)} samples)\n"
+        )
     print("| kind | requests | p50 ms | p95 ms |\n| --- | ---: | ---: | ---: |")
     for kind, values in results.items():
         if values:

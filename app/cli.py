@@ -179,14 +179,7 @@ def classify(
     **settings: Any,
 ) -> None:
     """Label one text, or every row of a .txt/.csv/.jsonl FILE (resumable, with a progress bar)."""
-    from app.files import (
-        INPUT_FORMATS,
-        bad_row_error,
-        classify_file,
-        count_rows,
-        label_row,
-        read_rows,
-    )
+    from app.files import INPUT_FORMATS, classify_file, count_rows, label_row, read_rows
 
     path = Path(source)
     is_file = path.suffix.lower() in INPUT_FORMATS and (path.exists() or output is not None)
@@ -206,14 +199,10 @@ def classify(
 
     if output is None:
         for row in read_rows(path):
-            if not row.text.strip() and not row.problem:
-                continue
-            result = label_row(row, label)
+            result = label_row(row, label, source=path, on_error=on_error)
             if isinstance(result, str):
-                if on_error == "stop":
-                    raise bad_row_error(path, row.line, result)
                 click.echo(f"Skipped line {row.line}: {result}", err=True)
-            else:
+            elif result is not None:
                 click.echo(f"{result[0]}\t{result[1]:.4f}\t{row.text}")
         return
     from tqdm import tqdm

@@ -134,21 +134,29 @@ class Summary:
 Classifier = Callable[[str], tuple[str, float]]
 
 
-def label_row(row: Row, classify: Classifier) -> tuple[str, float] | str:
-    """The row's (label, confidence), or what is wrong with it (bad input, text too long)."""
-    if row.problem:
-        return row.problem
-    try:
-        return classify(row.text)
-    except InputError as error:  # e.g. longer than the context window: this row only
-        return str(error)
+def label_row(
+    row: Row, classify: Classifier, *, source: Path, on_error: OnError
+) -> tuple[str, float] | str | None:
+    """One row, by the file policy: None for an empty row, else (label, confidence).
 
-
-def bad_row_error(source: Path, line: int, problem: str) -> InputError:
-    return InputError(
-        f"{source}, line {line}: {problem.rstrip('.')}. Fix or remove that row, or run again "
-        "with --on-error skip to leave such rows out (rows already done are kept)."
-    )
+    A bad row (unreadable, or refused by the model, e.g. too long for the context) raises an
+    InputError naming its line under on_error="stop", and returns what is wrong with it under
+    "skip".
+    """
+    if not row.problem and not row.text.strip():
+        return None
+    problem = row.problem
+    if problem is None:
+        try:
+            return classify(row.text)
+        except InputError as error:  # this row only: the run may go on
+            problem = str(error)
+    if on_error == "stop":
+        raise InputError(
+            f"{source}, line {row.line}: {problem.rstrip('.')}. Fix or remove that row, or run "
+            "again with --on-error skip to leave such rows out (rows already done are kept)."
+        )
+    return problem
 
 
 def classify_file(
@@ -180,23 +188,20 @@ def classify_file(
                 if progress:
                     progress(1)
                 continue
-            if not row.text.strip() and not row.problem:
+            result = label_row(row, classify, source=source, on_error=on_error)
+            if result is None:
                 entry = {"row": index, "skip": True, "line": row.line}
+            elif isinstance(result, str):
+                entry = {"row": index, "bad": result, "line": row.line}
             else:
-                result = label_row(row, classify)
-                if isinstance(result, str):
-                    if on_error == "stop":
-                        raise bad_row_error(source, row.line, result)
-                    entry = {"row": index, "bad": result, "line": row.line}
-                else:
-                    label, confidence = result
-                    entry = {
-                        "row": index,
-                        "record": row.record,
-                        "label": label,
-                        "confidence": round(confidence, 4),
-                    }
-                    summary.done += 1
+                label, confidence = result
+                entry = {
+                    "row": index,
+                    "record": row.record,
+                    "label": label,
+                    "confidence": round(confidence, 4),
+                }
+                summary.done += 1
             log.write(json.dumps(entry, ensure_ascii=False) + "\n")
             log.flush()
             finished[index] = entry

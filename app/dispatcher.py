@@ -54,7 +54,7 @@ class EngineLike(Protocol):
     n_ctx: int
 
     def chat_prompt(
-        self, messages: Sequence[dict[str, str]], *, prefix_messages: int = 0
+        self, messages: Sequence[dict[str, str]], *, prefix_messages: int = 0, lead: str = ""
     ) -> Prompt: ...
     def check_fits(self, prompt: Prompt, reserve: int = 1) -> None: ...
     def choose(
@@ -183,7 +183,7 @@ class Assistant:
     def prompt_for(self, role: Role, text: str) -> Prompt:
         prefix = self._prefix_messages(role)
         messages = [*prefix, {"role": "user", "content": role.render(text)}]
-        return self.engine.chat_prompt(messages, prefix_messages=len(prefix))
+        return self.engine.chat_prompt(messages, prefix_messages=len(prefix), lead=role.lead)
 
     def _fit_history(
         self, role: Role, text: str, history: list[Turn], tone: str | None, sampling: Sampling

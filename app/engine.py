@@ -107,6 +107,7 @@ class Engine:
         self._piece_buffer = ctypes.create_string_buffer(64)
         self._prefix_states: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
         self._kv_prefix: tuple[int, ...] | None = None  # the cached prefix the KV starts with
+        self.generated_tokens = 0  # tokens sampled by stream() since the load, for benchmarks
         template = self.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         specials = {
             "eos_token": self._token_text(self.llm.token_eos()),
@@ -127,13 +128,16 @@ class Engine:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
 
     def chat_prompt(
-        self, messages: Sequence[dict[str, str]], *, prefix_messages: int = 0
+        self, messages: Sequence[dict[str, str]], *, prefix_messages: int = 0, lead: str = ""
     ) -> Prompt:
         """Render messages with the model's own chat template, ready for the assistant's turn.
 
         The first `prefix_messages` messages (system prompt, few-shot turns) form the cacheable
-        prefix. Message contents are tokenized with special tokens OFF, so text such as
-        "<|im_end|>" typed by a user stays text and can never close a turn or forge a role.
+        prefix. When only the final message follows them, the opening of its turn and `lead`,
+        the fixed text its content starts with (a role template's part before {text}), join the
+        prefix too, so each new text costs only its own tokens and the template's tail.
+        Message contents are tokenized with special tokens OFF, so text such as "<|im_end|>"
+        typed by a user stays text and can never close a turn or forge a role.
         """
         markers = [f"\x00{index}\x00" for index in range(len(messages))]
         placeholders = [
@@ -161,7 +165,14 @@ class Engine:
                 prefix_len = len(tokens)
                 segment = segment[boundary - position :]
             tokens += self.tokenize(segment, special=True)
-            tokens += self.tokenize(message["content"]) if marker else []
+            content = message["content"]
+            final = marker is not None and marker == markers[-1]
+            only_final_follows = prefix_len > 0 and prefix_messages == len(messages) - 1
+            if lead and final and only_final_follows and content.startswith(lead):
+                tokens += self.tokenize(lead)
+                prefix_len = len(tokens)
+                content = content[len(lead) :]
+            tokens += self.tokenize(content) if marker else []
             position = at + len(marker or "")
         return Prompt(tokens=tokens, prefix_len=prefix_len)
 
@@ -352,6 +363,7 @@ class Engine:
                     self._vocab, token
                 ) or llama_cpp.llama_vocab_is_control(self._vocab, token):
                     break
+                self.generated_tokens += 1
                 pending += decoder.decode(self._piece(token))
                 cut = _find_stop(pending, stops)
                 if cut is not None:
@@ -384,10 +396,13 @@ class Engine:
         sampler.add_dist(sampling.seed)
         return sampler
 
-    def forget(self) -> None:
-        """Empty the KV cache (cached prefix states stay), e.g. to time a cold prompt."""
+    def forget(self, *, prefixes: bool = False) -> None:
+        """Empty the KV cache, e.g. to time a cold prompt; with `prefixes`, the saved prefix
+        states too, so the next prompt is evaluated as in a fresh process."""
         with self._lock:
             self._truncate(0)
+            if prefixes:
+                self._prefix_states.clear()
 
     def close(self) -> None:
         with self._lock:

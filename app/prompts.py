@@ -120,6 +120,11 @@ class Role(_Strict):
         """The user turn for `text` (plain replace: braces in user text stay as they are)."""
         return self.template.replace(TEXT_SLOT, text)
 
+    @property
+    def lead(self) -> str:
+        """The fixed text before {text} in the template (cached with the role's prefix)."""
+        return self.template.split(TEXT_SLOT, 1)[0]
+
     def system_prompt(self, tone_label: str | None = None) -> str:
         """The system prompt, with the tone for `tone_label` appended when the role has one."""
         tone = self.tones.get(tone_label or "", "")

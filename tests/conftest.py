@@ -45,7 +45,7 @@ class FakeEngine:
         self.replies.append(pieces)
 
     def chat_prompt(
-        self, messages: Sequence[dict[str, str]], *, prefix_messages: int = 0
+        self, messages: Sequence[dict[str, str]], *, prefix_messages: int = 0, lead: str = ""
     ) -> Prompt:
         self.last_messages = [dict(m) for m in messages]
         text = "".join(f"<{m['role']}>{m['content']}" for m in messages)

@@ -60,7 +60,7 @@ def test_output_is_always_one_of_the_labels(assistant, text):
 def test_prefix_cache_changes_nothing(assistant):
     """Cold, cached and after-a-role-switch paths give the same probabilities."""
     text = "房间很大，但是隔音很差，晚上睡不好。"
-    assistant.engine._prefix_states.clear()
+    assistant.engine.forget(prefixes=True)
     cold = assistant.sentiment(text).probabilities
     cached = assistant.sentiment(text).probabilities
     list(assistant.reply("你好", temperature=0.0, max_tokens=4))  # another role takes the KV
@@ -69,3 +69,16 @@ def test_prefix_cache_changes_nothing(assistant):
         assert cached[label] == pytest.approx(cold[label], abs=1e-4)
         assert switched[label] == pytest.approx(cold[label], abs=1e-4)
     assert len(assistant.engine._prefix_states) >= 2, "both role prefixes are cached"
+
+
+def test_each_text_costs_only_its_own_tokens_and_the_template_tail(assistant):
+    """The turn opening and the template's part before {text} are in the cached prefix."""
+    engine, role = assistant.engine, assistant.roles.get("sentiment")
+    text = "好吃"
+    prompt = assistant.prompt_for(role, text)
+    prefix_text = engine.llm.detokenize(prompt.tokens[: prompt.prefix_len]).decode()
+    assert role.lead and prefix_text.endswith(role.lead)
+    rest = prompt.tokens[prompt.prefix_len :]
+    assert rest[: len(engine.tokenize(text))] == engine.tokenize(text)
+    # "\n情感：<|im_end|>\n<|im_start|>assistant\n": the turn's end and the answer's start.
+    assert len(rest) - len(engine.tokenize(text)) <= 10

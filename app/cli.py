@@ -8,6 +8,7 @@ AllInOneError and leave as one line on stderr with a non-zero exit code, never a
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -318,6 +319,76 @@ def evaluate(
         folder, f"Sentiment on {data.name}", context, summaries, {"data": str(data), "model": model}
     )
     click.echo("Wrote " + ", ".join(str(path) for path in written.values()), err=True)
+
+
+@main.command()
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Texts for the sentiment measures (a text column). "
+    "[default: ../shared/data/reviews_dev.csv]",
+)
+@click.option("--limit", type=click.IntRange(2), help="Use only the first N texts. [default: all]")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("reports/bench"),
+    show_default=True,
+    help="Folder for bench.md, bench.png and bench.json.",
+)
+@settings_options
+@handle_errors
+def bench(data: Path | None, limit: int | None, out_dir: Path, **settings: Any) -> None:
+    """Speed and memory against llama.cpp's own floor and the published method, in one run.
+
+    Prints a table of ratios with their targets and writes Markdown, a PNG chart and JSON.
+    Takes a few minutes on the whole dev set (the published method reads every prompt whole).
+    """
+    from tqdm import tqdm
+
+    from app import bench as benchmark
+    from app import evaluation
+
+    texts = [
+        example.text for example in evaluation.load_labelled(data or evaluation.DEFAULT_DEV, limit)
+    ]
+    assistant = _load(settings)
+    total = 4 * len(texts) + 3
+    with tqdm(total=total, unit="step", disable=None, file=sys.stderr) as bar:
+
+        def progress(name: str, amount: int) -> None:
+            bar.set_description(name)
+            bar.update(amount)
+
+        results = benchmark.run(assistant, texts, settings, progress)
+    model_mb = assistant.engine.model_path.stat().st_size / 2**20
+    rows = benchmark.checks(results, model_mb)
+    context = (
+        f"Model: {assistant.engine.model_name} ({model_mb:.0f} MB), "
+        f"{assistant.settings.n_threads} threads, n_ctx {assistant.settings.n_ctx}; "
+        f"{len(texts)} texts of {data or evaluation.DEFAULT_DEV}."
+    )
+    text_table = benchmark.table(rows)
+    click.echo(context)
+    click.echo(text_table)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = benchmark.chart(rows, out_dir / "bench.png", "All-in-One vs its references, one run")
+    image = f"![ratios]({png.name})\n" if png else "(chart skipped: install matplotlib)\n"
+    (out_dir / "bench.md").write_text(
+        f"# Benchmark\n\n{context}\n\n{text_table}\n\n{image}", encoding="utf-8"
+    )
+    payload = {
+        "context": context,
+        "settings": assistant.settings.model_dump(mode="json"),
+        "checks": [{**vars(row), "ratio": row.ratio} for row in rows],
+        "raw": results,
+    }
+    (out_dir / "bench.json").write_text(json.dumps(payload, ensure_ascii=False, indent=1))
+    click.echo(
+        f"Wrote {out_dir / 'bench.md'}, {out_dir / 'bench.json'}" + (f", {png}" if png else ""),
+        err=True,
+    )
 
 
 @main.command(name="eval-chat")

@@ -29,9 +29,9 @@ from app.errors import InputError
 
 LABELS = ("正面", "负面")
 ALL_METHODS = ("allinone", "published", "tfidf_lr", "snownlp")
-DEFAULT_TRAIN = (
-    Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "reviews_train.csv"
-)
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+DEFAULT_TRAIN = SHARED_DATA / "reviews_train.csv"
+DEFAULT_DEV = SHARED_DATA / "reviews_dev.csv"
 Predict = Callable[[str], tuple[str, float]]
 
 

@@ -1,0 +1,417 @@
+"""The benchmark: how close each job gets to llama.cpp's own speed on this machine, in ONE run.
+
+Absolute times mean little on a shared, noisy machine, so every figure is set beside a reference
+measured in the same run on the same loaded model:
+
+- the floor: llama-cpp-python with no app code, a 512-token prompt (prompt processing) and
+  greedy one-token steps (generation);
+- sentiment, one text at a time: ours vs the published decoding (free generation of up to 10
+  tokens, substring test), interleaved text by text;
+- sentiment over a list (the path `classify FILE` and the server's list input take): sentences/s
+  and user-text tokens/s vs the prompt-processing floor;
+- chat: first streamed piece after the role prefix is cached, and generation tokens/s vs the
+  generation floor; the combined flow (sentiment + a 64-token reply) as wall time;
+- a fresh CLI process: start to first answer, and peak RSS after sentiment + chat;
+- that no speed trick changes a decision: labels from the cached prefix, from a cold cache (as a
+  fresh process computes them), from the list path, and from llama.cpp's own GBNF sampler
+  (under the labels-only decoding that the trie walk replaces) must all agree.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.errors import InputError
+
+CHAT_MESSAGES = (
+    "今天又被老板骂了。",
+    "我今天升职了！",
+    "最近总是睡不好，怎么办？",
+    "周末想出去走走，有什么建议吗？",
+    "考试没考好，感觉自己好失败。",
+    "朋友送了我一只小猫，好开心。",
+)
+PROBE_TEXT = "这家酒店的服务非常好。"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the table: our figure, its reference, the ratio and the target."""
+
+    measure: str
+    ours: float
+    unit: str
+    reference: float | None = None
+    reference_name: str = ""
+    target: str = ""
+    met: bool | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        return self.ours / self.reference if self.reference else None
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+# -- the floor ------------------------------------------------------------------------------
+
+
+def raw_floor(assistant, texts: Sequence[str], repeats: int = 3) -> dict[str, float]:
+    """llama.cpp through llama-cpp-python alone: prompt processing and greedy generation."""
+    from llama_cpp._internals import LlamaSampler
+
+    engine = assistant.engine
+    llm = engine.llm
+    tokens: list[int] = []
+    for text in texts:
+        tokens += engine.tokenize(text)
+        if len(tokens) >= 512:
+            break
+    tokens = tokens[: min(512, engine.n_ctx - 80)]
+    pp_times, gen_times = [], []
+    for _ in range(repeats):
+        engine.forget()
+        started = time.perf_counter()
+        llm.eval(tokens)
+        pp_times.append(time.perf_counter() - started)
+        sampler = LlamaSampler()
+        sampler.add_greedy()
+        started = time.perf_counter()
+        for _ in range(64):
+            token = sampler.sample(llm._ctx, -1)
+            llm.eval([token])
+        gen_times.append(time.perf_counter() - started)
+    engine.forget()
+    return {
+        "prompt_tokens": len(tokens),
+        "pp_tokens_per_s": len(tokens) / statistics.median(pp_times),
+        "gen_tokens_per_s": 64 / statistics.median(gen_times),
+    }
+
+
+# -- sentiment --------------------------------------------------------------------------------
+
+
+def sentiment_single(
+    assistant, texts: Sequence[str], progress: Callable[[int], None] | None = None
+) -> dict[str, object]:
+    """Ours and the published decoding, interleaved text by text (warm-up call first)."""
+    from app.evaluation import published_method
+
+    published = published_method(assistant)
+    assistant.sentiment(texts[0])
+    published(texts[0])
+    ours_ms, published_ms, labels = [], [], []
+    for text in texts:
+        started = time.perf_counter()
+        labels.append(assistant.sentiment(text).label)
+        ours_ms.append((time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        published(text)
+        published_ms.append((time.perf_counter() - started) * 1000)
+        if progress:
+            progress(1)
+    return {"ours_ms": ours_ms, "published_ms": published_ms, "labels": labels}
+
+
+def sentiment_list(assistant, texts: Sequence[str]) -> dict[str, object]:
+    """The list path (`classify_many`), timed as a whole."""
+    started = time.perf_counter()
+    labels = [verdict.label for verdict in assistant.classify_many(texts)]
+    seconds = time.perf_counter() - started
+    user_tokens = sum(len(assistant.engine.tokenize(text)) for text in texts)
+    return {
+        "labels": labels,
+        "seconds": seconds,
+        "sentences_per_s": len(texts) / seconds,
+        "user_tokens_per_s": user_tokens / seconds,
+    }
+
+
+def cold_cache_labels(assistant, texts: Sequence[str]) -> list[str]:
+    """Labels with every saved prefix state dropped first: what a fresh process computes."""
+    labels = []
+    for text in texts:
+        assistant.engine.forget(prefixes=True)
+        labels.append(assistant.sentiment(text).label)
+    return labels
+
+
+def grammar_agreement(assistant, texts: Sequence[str]) -> list[bool]:
+    """Per text: do the trie walk over the label logits and llama.cpp's GBNF sampler agree?"""
+    return [
+        assistant.sentiment(text, decode="logits").label
+        == assistant.sentiment(text, decode="grammar").label
+        for text in texts
+    ]
+
+
+# -- chat -----------------------------------------------------------------------------------
+
+
+def chat(assistant, messages: Sequence[str], max_tokens: int = 64) -> dict[str, object]:
+    """First streamed piece and generation speed of the chat role; then the combined flow."""
+    engine = assistant.engine
+    options = {"max_tokens": max_tokens, "seed": 1}
+    "".join(assistant.reply(messages[0], **options))  # caches the role prefix
+    first_ms, rates, tokens = [], [], []
+    for message in messages:
+        before = engine.generated_tokens
+        started = time.perf_counter()
+        first = last = None
+        for _piece in assistant.reply(message, **options):
+            last = time.perf_counter()
+            first = first or last
+        made = engine.generated_tokens - before
+        if first is None or last is None:
+            continue
+        first_ms.append((first - started) * 1000)
+        tokens.append(made)
+        if made > 2 and last > first:
+            rates.append((made - 1) / (last - first))
+    combined_ms = []
+    for message in messages:
+        started = time.perf_counter()
+        _verdict, stream = assistant.respond(message, **options)
+        "".join(stream)
+        combined_ms.append((time.perf_counter() - started) * 1000)
+    return {
+        "first_piece_ms": first_ms,
+        "gen_tokens_per_s": rates,
+        "reply_tokens": tokens,
+        "combined_ms": combined_ms,
+    }
+
+
+# -- a fresh CLI process ----------------------------------------------------------------------
+
+_PEAK_WRAPPER = """
+import atexit, sys
+peak_file = sys.argv[1]
+def report():
+    for line in open('/proc/self/status'):
+        if line.startswith('VmHWM:'):
+            open(peak_file, 'w').write(line.split()[1])
+atexit.register(report)
+sys.argv = ['allinone', *sys.argv[2:]]
+from app.cli import main
+main()
+"""
+
+
+def cli_process(args: Sequence[str], settings: dict[str, object]) -> tuple[float, float]:
+    """Run `allinone ARGS` in a fresh process: (seconds from start to exit, peak RSS in MB)."""
+    env = {**os.environ}
+    env.update({f"ALLINONE_{k.upper()}": str(v) for k, v in settings.items() if v is not None})
+    with tempfile.TemporaryDirectory() as folder:
+        peak_file = Path(folder) / "peak"
+        command = [sys.executable, "-c", _PEAK_WRAPPER, str(peak_file), *args]
+        started = time.perf_counter()
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+        seconds = time.perf_counter() - started
+        if result.returncode != 0:
+            tail = result.stderr.strip().splitlines()[-1:]
+            raise InputError(f"`allinone {' '.join(args)}` failed in the benchmark: {tail}")
+        peak_mb = int(peak_file.read_text()) / 1024 if peak_file.exists() else float("nan")
+    return seconds, peak_mb
+
+
+def fresh_process(settings: dict[str, object]) -> dict[str, float]:
+    """Start to first answer (warm page cache: the second of two runs), and the peak RSS of
+    `chat --once`, which runs sentiment and then a 64-token reply."""
+    cli_process(["classify", PROBE_TEXT], settings)
+    ready_s, _ = cli_process(["classify", PROBE_TEXT], settings)
+    _, peak_mb = cli_process(["chat", "--once", CHAT_MESSAGES[0], "--max-tokens", "64"], settings)
+    return {"ready_s": ready_s, "peak_rss_mb": peak_mb}
+
+
+# -- the table ------------------------------------------------------------------------------
+
+
+def checks(results: dict[str, object], model_mb: float) -> list[Check]:
+    floor, single = results["floor"], results["single"]
+    listed, talk, fresh = results["list"], results["chat"], results["fresh"]
+    ours_p50 = statistics.median(single["ours_ms"])
+    published_p50 = statistics.median(single["published_ms"])
+    first_ms = statistics.median(talk["first_piece_ms"])
+    rows = [
+        Check(
+            "sentiment, one text: median ms",
+            ours_p50,
+            "ms",
+            published_p50,
+            "published method",
+            "<= 0.40x",
+            ours_p50 <= 0.4 * published_p50,
+        ),
+        Check(
+            "sentiment, one text: p90 ms",
+            percentile(single["ours_ms"], 0.9),
+            "ms",
+            percentile(single["published_ms"], 0.9),
+            "published method",
+        ),
+        Check(
+            "sentiment, list: user-text tokens/s",
+            listed["user_tokens_per_s"],
+            "tok/s",
+            floor["pp_tokens_per_s"],
+            "raw prompt processing",
+            ">= 0.85x",
+            listed["user_tokens_per_s"] >= 0.85 * floor["pp_tokens_per_s"],
+        ),
+        Check("sentiment, list: sentences/s", listed["sentences_per_s"], "/s"),
+        Check(
+            "chat: generation tokens/s",
+            statistics.median(talk["gen_tokens_per_s"]),
+            "tok/s",
+            floor["gen_tokens_per_s"],
+            "raw generation",
+            ">= 0.95x",
+            statistics.median(talk["gen_tokens_per_s"]) >= 0.95 * floor["gen_tokens_per_s"],
+        ),
+        Check(
+            "chat: first piece, prefix cached, ms",
+            first_ms,
+            "ms",
+            target="<= 150 ms",
+            met=first_ms <= 150,
+        ),
+        Check(
+            "sentiment + 64-token reply: median ms",
+            statistics.median(talk["combined_ms"]),
+            "ms",
+        ),
+        Check(
+            "fresh CLI: start to first answer, s",
+            fresh["ready_s"],
+            "s",
+            target="<= 2 s",
+            met=fresh["ready_s"] <= 2.0,
+        ),
+        Check(
+            "fresh CLI: peak RSS after sentiment + chat, MB",
+            fresh["peak_rss_mb"],
+            "MB",
+            model_mb,
+            "GGUF file size",
+            "<= GGUF + 250 MB",
+            fresh["peak_rss_mb"] <= model_mb + 250,
+        ),
+    ]
+    same = results["same_labels"]
+    rows.append(
+        Check(
+            "identical labels: cached / cold / list / GBNF",
+            same["agree"],
+            "texts",
+            same["texts"],
+            "texts",
+            "all",
+            same["agree"] == same["texts"],
+        )
+    )
+    return rows
+
+
+def table(rows: Sequence[Check]) -> str:
+    lines = [
+        "| measure | ours | reference | ratio | target | met |",
+        "| --- | ---: | ---: | ---: | --- | --- |",
+    ]
+    for row in rows:
+        reference = (
+            f"{row.reference:,.1f} ({row.reference_name})" if row.reference is not None else ""
+        )
+        ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
+        met = "" if row.met is None else ("yes" if row.met else "NO")
+        lines.append(
+            f"| {row.measure} | {row.ours:,.1f} {row.unit} | {reference} | {ratio} | "
+            f"{row.target} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def chart(rows: Sequence[Check], path: Path, title: str) -> Path | None:
+    """The ratios against their targets as bars; None if matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    shown = [row for row in rows if row.ratio is not None and "labels" not in row.measure]
+    figure, axis = plt.subplots(figsize=(9, 3.6))
+    names = [row.measure.replace(": ", ":\n") for row in shown]
+    colors = [
+        "tab:green" if row.met else "tab:red" if row.met is False else "tab:gray" for row in shown
+    ]
+    axis.barh(names, [row.ratio for row in shown], color=colors)
+    for index, row in enumerate(shown):
+        axis.annotate(
+            f"{row.ratio:.2f}x  (target {row.target or '-'})",
+            (row.ratio, index),
+            va="center",
+            fontsize=8,
+            xytext=(4, 0),
+            textcoords="offset points",
+        )
+    axis.axvline(1.0, color="black", linewidth=0.8)
+    axis.invert_yaxis()
+    axis.set_xlabel("ours / reference (green: target met, red: missed)")
+    axis.set_title(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+# -- one run ------------------------------------------------------------------------------
+
+
+def run(
+    assistant,
+    texts: Sequence[str],
+    settings: dict[str, object],
+    progress: Callable[[str, int], None] | None = None,
+) -> dict[str, object]:
+    """Every measurement above, in one process on one loaded model (plus the fresh-CLI runs)."""
+
+    def step(name: str, amount: int = 1) -> None:
+        if progress:
+            progress(name, amount)
+
+    results: dict[str, object] = {"texts": len(texts)}
+    results["floor"] = raw_floor(assistant, texts)
+    step("floor")
+    results["single"] = single = sentiment_single(assistant, texts, lambda n: step("sentiment", n))
+    results["list"] = listed = sentiment_list(assistant, texts)
+    step("list", len(texts))
+    cold = cold_cache_labels(assistant, texts)
+    step("cold cache", len(texts))
+    grammar_same = grammar_agreement(assistant, texts)
+    step("grammar", len(texts))
+    same = [a == b == c for a, b, c in zip(single["labels"], cold, listed["labels"], strict=True)]
+    results["same_labels"] = {
+        "texts": len(texts),
+        "cached_cold_list": sum(same),
+        "logits_gbnf": sum(grammar_same),
+        "agree": sum(a and b for a, b in zip(same, grammar_same, strict=True)),
+    }
+    results["chat"] = chat(assistant, CHAT_MESSAGES)
+    step("chat")
+    results["fresh"] = fresh_process(settings)
+    step("fresh process")
+    return results

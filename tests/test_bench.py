@@ -1,0 +1,66 @@
+"""The benchmark: its table logic on made-up figures, and one real run on a few texts."""
+
+import json
+
+import pytest
+
+from app import bench
+from tests.conftest import run_cli
+
+
+def _results(list_tokens_per_s: float, first_piece_ms: float, agree: int) -> dict:
+    return {
+        "floor": {"pp_tokens_per_s": 200.0, "gen_tokens_per_s": 20.0},
+        "single": {"ours_ms": [100.0, 200.0, 300.0], "published_ms": [900.0, 1000.0, 1100.0]},
+        "list": {"user_tokens_per_s": list_tokens_per_s, "sentences_per_s": 4.0},
+        "chat": {
+            "first_piece_ms": [first_piece_ms],
+            "gen_tokens_per_s": [19.5, 19.0, 20.0],
+            "combined_ms": [1500.0],
+        },
+        "fresh": {"ready_s": 1.5, "peak_rss_mb": 700.0},
+        "same_labels": {"texts": 3, "agree": agree},
+    }
+
+
+def test_ratios_and_targets_on_known_figures():
+    rows = {row.measure: row for row in bench.checks(_results(180.0, 90.0, 3), model_mb=469.0)}
+    single = rows["sentiment, one text: median ms"]
+    assert single.ratio == pytest.approx(0.2) and single.met
+    listed = rows["sentiment, list: user-text tokens/s"]
+    assert listed.ratio == pytest.approx(0.9) and listed.met
+    assert rows["chat: generation tokens/s"].ratio == pytest.approx(0.975)
+    assert rows["chat: first piece, prefix cached, ms"].met
+    assert rows["fresh CLI: peak RSS after sentiment + chat, MB"].met  # 700 <= 469 + 250
+    assert rows["identical labels: cached / cold / list / GBNF"].met
+
+
+def test_missed_targets_are_shown_as_missed():
+    rows = bench.checks(_results(160.0, 151.0, 2), model_mb=400.0)
+    missed = {row.measure for row in rows if row.met is False}
+    assert missed == {
+        "sentiment, list: user-text tokens/s",
+        "chat: first piece, prefix cached, ms",
+        "fresh CLI: peak RSS after sentiment + chat, MB",
+        "identical labels: cached / cold / list / GBNF",
+    }
+    assert "| NO |" in bench.table(rows)
+
+
+@pytest.mark.model
+def test_bench_runs_on_the_real_model(model_path, tmp_path):
+    result = run_cli("bench", "--limit", "3", "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "raw prompt processing" in result.stdout
+    payload = json.loads((tmp_path / "bench.json").read_text())
+    raw = payload["raw"]
+    assert raw["floor"]["pp_tokens_per_s"] > 0 and raw["floor"]["gen_tokens_per_s"] > 0
+    assert raw["same_labels"] == {
+        "texts": 3,
+        "cached_cold_list": 3,
+        "logits_gbnf": 3,
+        "agree": 3,
+    }, "a speed trick changed a sentiment decision"
+    assert raw["fresh"]["peak_rss_mb"] > 100
+    assert (tmp_path / "bench.md").read_text().count("|") > 20
+    assert (tmp_path / "bench.png").stat().st_size > 1000

@@ -332,15 +332,19 @@ def table(rows: Sequence[Check]) -> str:
     ]
     for row in rows:
         reference = (
-            f"{row.reference:,.1f} ({row.reference_name})" if row.reference is not None else ""
+            f"{_number(row.reference)} ({row.reference_name})" if row.reference is not None else ""
         )
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
         met = "" if row.met is None else ("yes" if row.met else "NO")
         lines.append(
-            f"| {row.measure} | {row.ours:,.1f} {row.unit} | {reference} | {ratio} | "
+            f"| {row.measure} | {_number(row.ours)} {row.unit} | {reference} | {ratio} | "
             f"{row.target} | {met} |"
         )
     return "\n".join(lines)
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.1f}"
 
 
 def chart(rows: Sequence[Check], path: Path, title: str) -> Path | None:
@@ -369,6 +373,7 @@ def chart(rows: Sequence[Check], path: Path, title: str) -> Path | None:
             textcoords="offset points",
         )
     axis.axvline(1.0, color="black", linewidth=0.8)
+    axis.set_xlim(0, max(row.ratio for row in shown) * 1.6)
     axis.invert_yaxis()
     axis.set_xlabel("ours / reference (green: target met, red: missed)")
     axis.set_title(title)

@@ -228,7 +228,7 @@ def create_app(load: Callable[[], Assistant]) -> FastAPI:
         if len(texts) > MAX_BATCH:
             raise InputError(f"input: at most {MAX_BATCH} texts per request.")
         current = assistant()
-        verdicts = await run_in_threadpool(lambda: [current.classify(t, body.role) for t in texts])
+        verdicts = await run_in_threadpool(lambda: list(current.classify_many(texts, body.role)))
         return {"object": "list", "data": [_verdict_json(v, i) for i, v in enumerate(verdicts)]}
 
     @app.post("/v1/chat/completions")

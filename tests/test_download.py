@@ -120,3 +120,12 @@ def test_copy_local_checks_the_format(tmp_path):
     good = tmp_path / "y.gguf"
     good.write_bytes(WHOLE)
     assert copy_local(good, tmp_path / "models", echo=lambda _: None).read_bytes() == WHOLE
+
+
+def test_a_failed_forced_download_overwrites_nothing(tmp_path, mirror):
+    models = tmp_path / "models"
+    good = download("tiny", models, catalog=catalog(), echo=lambda _: None)
+    with pytest.raises(DownloadError, match="Could not download"):
+        download("tiny", models, catalog=catalog(sha="0" * 64), echo=lambda _: None, force=True)
+    assert good.read_bytes() == WHOLE, "the model already in place is untouched"
+    assert sorted(p.name for p in models.iterdir() if p.is_file()) == ["tiny.gguf"]

@@ -183,8 +183,10 @@ def main() -> None:
     if rss_mb:
         print(
             f"server RSS: {rss_mb[0]:.0f} MB at the start, {max(rss_mb):.0f} MB at most, "
-            f"{rss_mb[-1]:.0f} MB at the end ({len(rss_mb)} samples)\n"
+            f"{rss_mb[-1]:.0f} MB at the end ({len(rss_mb)} samples)"
         )
+        # One figure a minute: whether the growth levels off is read from this line.
+        print("server RSS by minute, MB: " + ", ".join(f"{v:.0f}" for v in rss_mb[::60]) + "\n")
     print("| kind | requests | p50 ms | p95 ms |\n| --- | ---: | ---: | ---: |")
     for kind, values in results.items():
         if values:

@@ -411,8 +411,6 @@ def eval_chat(
 
     [default MESSAGES: tests/data/chat_messages.jsonl]
     """
-    import json
-
     from tqdm import tqdm
 
     from app import chat_quality
@@ -480,10 +478,11 @@ def serve(host: str, port: int, **settings: Any) -> None:
     try:
         import uvicorn
 
-        from app.server import create_app
+        from app.server import create_app, limit_malloc_arenas
     except ImportError:
         raise InputError('The server needs its extra: pip install -e ".[server]"') from None
     _check_port_free(host, port)
+    limit_malloc_arenas()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -17,6 +17,7 @@ status; the server never dies on input.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import time
@@ -153,6 +154,21 @@ class RequestLog:
 
 def _too_large() -> JSONResponse:
     return error_body(413, f"Request body over {MAX_BODY_BYTES} bytes. Send less per request.")
+
+
+def limit_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas; True if it took effect (glibc only).
+
+    Why: every thread of the request pool gets its own arena by default (up to 8 per core),
+    and each keeps the high-water mark of the large, short-lived buffers a request allocates
+    (a restored prefix state, llama.cpp's 151k-entry candidate array per sampled token), so a
+    long-running server's RSS creeps up with the number of threads that ever ran a request.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(-8, arenas))  # -8 is M_ARENA_MAX in glibc's malloc.h
+    except (OSError, AttributeError):
+        return False
 
 
 def create_app(load: Callable[[], Assistant]) -> FastAPI:

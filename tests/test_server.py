@@ -299,3 +299,10 @@ def test_sigterm_lets_the_reply_in_flight_finish_then_exits(model_path, tmp_path
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_malloc_arenas_are_capped_on_glibc():
+    """The server caps glibc's arenas so RSS does not creep with the thread pool."""
+    from app.server import limit_malloc_arenas
+
+    assert limit_malloc_arenas() is True

@@ -19,6 +19,7 @@ measured in the same run on the same loaded model:
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import subprocess
@@ -28,6 +29,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from app.errors import InputError
 
@@ -349,12 +351,10 @@ def _number(value: float) -> str:
 
 def chart(rows: Sequence[Check], path: Path, title: str) -> Path | None:
     """The ratios against their targets as bars; None if matplotlib is missing."""
-    try:
-        import matplotlib
+    from app.report import pyplot, save
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         return None
     shown = [row for row in rows if row.ratio is not None and "labels" not in row.measure]
     figure, axis = plt.subplots(figsize=(9, 3.6))
@@ -377,10 +377,27 @@ def chart(rows: Sequence[Check], path: Path, title: str) -> Path | None:
     axis.invert_yaxis()
     axis.set_xlabel("ours / reference (green: target met, red: missed)")
     axis.set_title(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save(figure, path)
+
+
+def write(
+    out_dir: Path, context: str, rows: Sequence[Check], results: dict, settings: Any
+) -> list[Path]:
+    """bench.md (table + chart), bench.png and bench.json (the checks and every raw figure)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = chart(rows, out_dir / "bench.png", "All-in-One vs its references, one run")
+    image = f"![ratios]({png.name})\n" if png else "(chart skipped: install matplotlib)\n"
+    report = out_dir / "bench.md"
+    report.write_text(f"# Benchmark\n\n{context}\n\n{table(rows)}\n\n{image}", encoding="utf-8")
+    payload = {
+        "context": context,
+        "settings": settings.model_dump(mode="json"),
+        "checks": [{**vars(row), "ratio": row.ratio} for row in rows],
+        "raw": results,
+    }
+    data = out_dir / "bench.json"
+    data.write_text(json.dumps(payload, ensure_ascii=False, indent=1), encoding="utf-8")
+    return [report, data, *([png] if png else [])]
 
 
 # -- one run ------------------------------------------------------------------------------

@@ -369,26 +369,10 @@ def bench(data: Path | None, limit: int | None, out_dir: Path, **settings: Any) 
         f"{assistant.settings.n_threads} threads, n_ctx {assistant.settings.n_ctx}; "
         f"{len(texts)} texts of {data or evaluation.DEFAULT_DEV}."
     )
-    text_table = benchmark.table(rows)
     click.echo(context)
-    click.echo(text_table)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    png = benchmark.chart(rows, out_dir / "bench.png", "All-in-One vs its references, one run")
-    image = f"![ratios]({png.name})\n" if png else "(chart skipped: install matplotlib)\n"
-    (out_dir / "bench.md").write_text(
-        f"# Benchmark\n\n{context}\n\n{text_table}\n\n{image}", encoding="utf-8"
-    )
-    payload = {
-        "context": context,
-        "settings": assistant.settings.model_dump(mode="json"),
-        "checks": [{**vars(row), "ratio": row.ratio} for row in rows],
-        "raw": results,
-    }
-    (out_dir / "bench.json").write_text(json.dumps(payload, ensure_ascii=False, indent=1))
-    click.echo(
-        f"Wrote {out_dir / 'bench.md'}, {out_dir / 'bench.json'}" + (f", {png}" if png else ""),
-        err=True,
-    )
+    click.echo(benchmark.table(rows))
+    written = benchmark.write(out_dir, context, rows, results, assistant.settings)
+    click.echo("Wrote " + ", ".join(str(path) for path in written), err=True)
 
 
 @main.command(name="eval-chat")

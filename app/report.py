@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 Summary = dict[str, object]
 
@@ -61,14 +62,29 @@ def markdown(title: str, context: str, summaries: Sequence[Summary], chart: Path
     )
 
 
-def chart(summaries: Sequence[Summary], path: Path, title: str) -> Path | None:
-    """Accuracy / macro-F1 bars beside median latency bars; None if matplotlib is missing."""
+def pyplot() -> Any:
+    """matplotlib's pyplot drawing off-screen, or None without the `eval` extra."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def save(figure: Any, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot().close(figure)
+    return path
+
+
+def chart(summaries: Sequence[Summary], path: Path, title: str) -> Path | None:
+    """Accuracy / macro-F1 bars beside median latency bars; None if matplotlib is missing."""
+    plt = pyplot()
+    if plt is None:
         return None
     names = [str(s["method"]) for s in summaries]
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
@@ -105,10 +121,7 @@ def chart(summaries: Sequence[Summary], path: Path, title: str) -> Path | None:
     for p, s in zip(positions, summaries, strict=True):
         right.annotate(f"{s['p50_ms']:.1f}", (p, s["p50_ms"]), ha="center", va="bottom", fontsize=8)
     figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return save(figure, path)
 
 
 def write(

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from app import metrics
 from app.errors import InputError
 
 CHAT_MESSAGES = (
@@ -59,11 +60,6 @@ class Check:
     @property
     def ratio(self) -> float | None:
         return self.ours / self.reference if self.reference else None
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
 # -- the floor ------------------------------------------------------------------------------
@@ -259,9 +255,9 @@ def checks(results: dict[str, object], model_mb: float) -> list[Check]:
         ),
         Check(
             "sentiment, one text: p90 ms",
-            percentile(single["ours_ms"], 0.9),
+            metrics.percentile(single["ours_ms"], 90),
             "ms",
-            percentile(single["published_ms"], 0.9),
+            metrics.percentile(single["published_ms"], 90),
             "published method",
         ),
         Check(

@@ -29,10 +29,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from app import metrics
 from app.errors import InputError
+
+if TYPE_CHECKING:
+    from app.evaluation import Example
 
 CHAT_MESSAGES = (
     "今天又被老板骂了。",
@@ -102,25 +105,24 @@ def raw_floor(assistant, texts: Sequence[str], repeats: int = 3) -> dict[str, fl
 
 
 def sentiment_single(
-    assistant, texts: Sequence[str], progress: Callable[[int], None] | None = None
+    assistant, examples: Sequence[Example], progress: Callable[[int], None] | None = None
 ) -> dict[str, object]:
-    """Ours and the published decoding, interleaved text by text (warm-up call first)."""
-    from app.evaluation import published_method
+    """Ours and the published decoding, interleaved text by text, as the eval harness runs them."""
+    from app import evaluation
 
-    published = published_method(assistant)
-    assistant.sentiment(texts[0])
-    published(texts[0])
-    ours_ms, published_ms, labels = [], [], []
-    for text in texts:
-        started = time.perf_counter()
-        labels.append(assistant.sentiment(text).label)
-        ours_ms.append((time.perf_counter() - started) * 1000)
-        started = time.perf_counter()
-        published(text)
-        published_ms.append((time.perf_counter() - started) * 1000)
-        if progress:
-            progress(1)
-    return {"ours_ms": ours_ms, "published_ms": published_ms, "labels": labels}
+    ours, published = evaluation.run(
+        examples,
+        {
+            name: evaluation.build_method(name, assistant=assistant)
+            for name in ("allinone", "published")
+        },
+        progress,
+    )
+    return {
+        "ours_ms": ours.latencies_ms,
+        "published_ms": published.latencies_ms,
+        "labels": ours.predictions,
+    }
 
 
 def sentiment_list(assistant, texts: Sequence[str]) -> dict[str, object]:
@@ -401,7 +403,7 @@ def write(
 
 def run(
     assistant,
-    texts: Sequence[str],
+    examples: Sequence[Example],
     settings: dict[str, object],
     progress: Callable[[str, int], None] | None = None,
 ) -> dict[str, object]:
@@ -411,10 +413,13 @@ def run(
         if progress:
             progress(name, amount)
 
+    texts = [example.text for example in examples]
     results: dict[str, object] = {"texts": len(texts)}
     results["floor"] = raw_floor(assistant, texts)
     step("floor")
-    results["single"] = single = sentiment_single(assistant, texts, lambda n: step("sentiment", n))
+    results["single"] = single = sentiment_single(
+        assistant, examples, lambda n: step("sentiment", n)
+    )
     results["list"] = listed = sentiment_list(assistant, texts)
     step("list", len(texts))
     cold = cold_cache_labels(assistant, texts)

@@ -350,24 +350,23 @@ def bench(data: Path | None, limit: int | None, out_dir: Path, **settings: Any) 
     from app import bench as benchmark
     from app import evaluation
 
-    texts = [
-        example.text for example in evaluation.load_labelled(data or evaluation.DEFAULT_DEV, limit)
-    ]
+    source = data or evaluation.DEFAULT_DEV
+    examples = evaluation.load_labelled(source, limit)
     assistant = _load(settings)
-    total = 4 * len(texts) + 3
+    total = 4 * len(examples) + 3
     with tqdm(total=total, unit="step", disable=None, file=sys.stderr) as bar:
 
         def progress(name: str, amount: int) -> None:
             bar.set_description(name)
             bar.update(amount)
 
-        results = benchmark.run(assistant, texts, settings, progress)
+        results = benchmark.run(assistant, examples, settings, progress)
     model_mb = assistant.engine.model_path.stat().st_size / 2**20
     rows = benchmark.checks(results, model_mb)
     context = (
         f"Model: {assistant.engine.model_name} ({model_mb:.0f} MB), "
         f"{assistant.settings.n_threads} threads, n_ctx {assistant.settings.n_ctx}; "
-        f"{len(texts)} texts of {data or evaluation.DEFAULT_DEV}."
+        f"{len(examples)} texts of {source}."
     )
     click.echo(context)
     click.echo(benchmark.table(rows))

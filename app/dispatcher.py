@@ -14,6 +14,7 @@ flow runs the sentiment role on the user's message first and lets its verdict pi
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -23,8 +24,11 @@ from typing import Any, Literal, Protocol
 from app.config import Settings, load_settings
 from app.engine import Engine, Prompt, Sampling
 from app.errors import InputError, InputTooLong
+from app.head import Head
 from app.models import resolve_model_path
 from app.prompts import Role, RoleBook, load_roles
+
+log = logging.getLogger(__name__)
 
 # auto: the role's learned head if it has one, else the label logits; logits: the label logits
 # alone (= greedy decoding under the labels' grammar); grammar: llama.cpp's GBNF sampler itself.
@@ -52,13 +56,14 @@ class EngineLike(Protocol):
     """What the dispatcher needs from an engine (the real one, or a scripted fake in tests)."""
 
     n_ctx: int
+    model_name: str
 
     def chat_prompt(
         self, messages: Sequence[dict[str, str]], *, prefix_messages: int = 0, lead: str = ""
     ) -> Prompt: ...
     def check_fits(self, prompt: Prompt, reserve: int = 1) -> None: ...
     def choose(
-        self, prompt: Prompt, labels: Sequence[str], *, capture: Sequence[int] = ()
+        self, prompt: Prompt, labels: Sequence[str], *, layers: Sequence[int] = ()
     ) -> tuple[list[float], Any]: ...
     def choose_with_grammar(self, prompt: Prompt, grammar: str, labels: Sequence[str]) -> str: ...
     def stream(self, prompt: Prompt, sampling: Sampling) -> Iterator[str]: ...
@@ -71,12 +76,18 @@ class Assistant:
         self.engine = engine
         self.roles = roles
         self.settings = settings or load_settings()
+        self._foreign_heads: set[str] = set()  # roles whose head we already warned about
 
     @classmethod
-    def load(cls, model: str | Path | None = None, **overrides: object) -> Assistant:
-        """Load settings (defaults < env < arguments), the roles and the model, once."""
+    def load(
+        cls, model: str | Path | None = None, *, heads: bool = True, **overrides: object
+    ) -> Assistant:
+        """Load settings (defaults < env < arguments), the roles and the model, once.
+
+        `heads=False` leaves the learned heads out (scripts/train_head.py trains new ones).
+        """
         settings = load_settings(model=str(model) if model else None, **overrides)
-        roles = load_roles(settings.prompts)
+        roles = load_roles(settings.prompts, heads=heads)
         engine = Engine(
             resolve_model_path(settings),
             n_ctx=settings.n_ctx,
@@ -100,12 +111,12 @@ class Assistant:
         if decode == "grammar":
             label = self.engine.choose_with_grammar(prompt, chosen.grammar(), chosen.labels)
             return Verdict(label=label, confidence=float("nan"))
-        head = self.roles.heads.get(chosen.name) if decode == "auto" else None
-        probabilities, features = self.engine.choose(
-            prompt, chosen.labels, capture=head.token_ids if head is not None else ()
+        head = self._head_for(chosen) if decode == "auto" else None
+        probabilities, states = self.engine.choose(
+            prompt, chosen.labels, layers=head.layers if head is not None else ()
         )
         if head is not None:
-            first = head.probability(features)
+            first = head.probability(states)
             probabilities = [first, 1.0 - first]
         best = max(range(len(probabilities)), key=probabilities.__getitem__)
         return Verdict(
@@ -113,6 +124,24 @@ class Assistant:
             confidence=probabilities[best],
             probabilities=dict(zip(chosen.labels, probabilities, strict=True)),
         )
+
+    def _head_for(self, role: Role) -> Head | None:
+        """The role's learned head, if it was trained on the loaded model (else: label logits)."""
+        head = self.roles.heads.get(role.name)
+        if head is None or head.model == self.engine.model_name:
+            return head
+        if role.name not in self._foreign_heads:
+            self._foreign_heads.add(role.name)
+            log.warning(
+                "Role %r: its learned head was trained on %r, not on the loaded %r; using the "
+                "label logits instead. Retrain it for this model: python scripts/train_head.py "
+                "--role %s",
+                role.name,
+                head.model,
+                self.engine.model_name,
+                role.name,
+            )
+        return None
 
     def classify_many(self, texts: Iterable[str], role: str | None = None) -> Iterator[Verdict]:
         """Classify texts one after another (the role prefix is evaluated once for all)."""

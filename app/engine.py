@@ -35,6 +35,7 @@ from llama_cpp._internals import LlamaSampler
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from app.errors import InputTooLong, ModelLoadError, ModelNotFound
+from app.hidden import LayerTap, deferred_signals
 
 # Used when a GGUF carries no chat template: Qwen's ChatML.
 CHATML_TEMPLATE = (
@@ -82,7 +83,8 @@ class Engine:
         _check_gguf_file(self.model_path)
         started = time.perf_counter()
         try:
-            with _extra_buffers(extra_buffers):
+            self._tap = LayerTap()
+            with _load_params(extra_buffers=extra_buffers, eval_callback=self._tap.callback):
                 self.llm = Llama(
                     model_path=str(self.model_path),
                     n_ctx=n_ctx,
@@ -101,6 +103,8 @@ class Engine:
         self.load_seconds = time.perf_counter() - started
         self.n_ctx = self.llm.n_ctx()
         self.n_vocab = self.llm.n_vocab()
+        self.n_embd = self.llm.n_embd()
+        self.n_layer = llama_cpp.llama_model_n_layer(self.llm._model.model)
         self._ctx = self.llm._ctx.ctx
         self._vocab = self.llm._model.vocab
         self._lock = threading.Lock()
@@ -199,7 +203,7 @@ class Engine:
                 f"holds {self.n_ctx}. Shorten the text or raise --ctx (ALLINONE_N_CTX)."
             )
 
-    def _evaluate(self, prompt: Prompt, *, exact: bool) -> None:
+    def _evaluate(self, prompt: Prompt, *, exact: bool, layers: Sequence[int] = ()) -> None:
         """Leave the KV cache holding exactly `prompt.tokens`, with fresh logits for the last.
 
         The prefix's KV only ever comes from decoding the prefix alone from position 0 (or from
@@ -207,6 +211,7 @@ class Engine:
         kernels round differently for different batch shapes. With `exact`, the rest is then
         decoded in one call too, so a label decision is bit-identical whatever ran before it.
         Without it (chat), any longer common prefix already in the KV is reused as well.
+        The hidden states of `layers` are kept for the tokens decoded after the prefix.
         """
         tokens = prompt.tokens
         prefix = tuple(tokens[: prompt.prefix_len])
@@ -216,7 +221,7 @@ class Engine:
                 self._restore(prefix)
             else:
                 self._truncate(0)
-                self.llm.eval(list(prefix))
+                self._decode(list(prefix))
                 self._save(prefix)
             self._kv_prefix = prefix
             held = len(prefix)
@@ -226,7 +231,12 @@ class Engine:
         self._truncate(keep)
         if keep < len(prefix):  # the prompt IS the prefix: its last token is decoded again
             self._kv_prefix = None
-        self.llm.eval(tokens[keep:])
+        with self._tap.watch(layers):
+            self._decode(tokens[keep:])
+
+    def _decode(self, tokens: Sequence[int]) -> None:
+        with deferred_signals():  # see app/hidden.py: Ctrl-C must not land in the callback
+            self.llm.eval(tokens)
 
     def _truncate(self, n_tokens: int) -> None:
         llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(self._ctx), 0, n_tokens, -1)
@@ -250,7 +260,7 @@ class Engine:
         if llama_cpp.llama_state_seq_set_data(self._ctx, buffer, len(state), 0) != len(state):
             self._prefix_states.pop(prefix)  # never trust it again; decode the prefix instead
             self._truncate(0)
-            self.llm.eval(list(prefix))
+            self._decode(list(prefix))
             self._save(prefix)
             return
         self.llm.input_ids[: len(prefix)] = prefix
@@ -263,7 +273,7 @@ class Engine:
     # -- closed-set choice ----------------------------------------------------------------
 
     def choose(
-        self, prompt: Prompt, labels: Sequence[str], *, capture: Sequence[int] = ()
+        self, prompt: Prompt, labels: Sequence[str], *, layers: Sequence[int] = ()
     ) -> tuple[list[float], np.ndarray]:
         """Probability of each label as the model's answer, as greedy grammar decoding sees it.
 
@@ -271,17 +281,21 @@ class Engine:
         grammar does); the best one is taken, and its share among the allowed tokens is the
         confidence of that step. Labels that share a first token are told apart by evaluating
         further. Returns probabilities aligned with `labels`, summing to 1 (the argmax is the
-        label greedy decoding under the grammar would write), and the logits of the `capture`
-        token ids at the answer position (features for a learned head; empty if none asked).
+        label greedy decoding under the grammar would write), and, per layer in `layers`, the
+        last token's hidden state and the mean over the tokens after the cached prefix
+        (features for a learned head; shape (len(layers), 2 * n_embd), empty if none asked).
         """
         label_tokens = [self.tokenize(label) for label in labels]
         self.check_fits(prompt, reserve=max(len(t) for t in label_tokens))
+        for layer in layers:
+            if not 0 <= layer < self.n_layer - 1:
+                raise ValueError(f"layer {layer} is not a middle layer of this model")
         with self._lock:
-            self._evaluate(prompt, exact=True)
-            captured = self._last_logits()[list(capture)].copy() if len(capture) else np.empty(0)
+            self._evaluate(prompt, exact=True, layers=layers)
+            states = self._tap.pooled(self.n_embd) if layers else np.empty((0, 2 * self.n_embd))
             probabilities = self._walk(label_tokens, depth=0, base=len(prompt.tokens))
             self._truncate(len(prompt.tokens))
-        return probabilities, captured
+        return probabilities, states
 
     def _walk(self, label_tokens: list[list[int]], depth: int, base: int) -> list[float]:
         """Split probability mass among labels by their token at `depth` (recursing on ties).
@@ -307,7 +321,7 @@ class Engine:
                 continue
             # Several labels continue with this token: decode it and split its share among them.
             self._truncate(base + depth)
-            self.llm.eval([token])
+            self._decode([token])
             deeper = self._walk(label_tokens, depth + 1, base)
             for member in members:
                 result[member] = float(share) * deeper[member]
@@ -333,7 +347,7 @@ class Engine:
                     other != text and other.startswith(text) for other in labels
                 ):
                     break
-                self.llm.eval([token])
+                self._decode([token])
             self._truncate(len(prompt.tokens))
         return out.decode("utf-8", errors="replace")
 
@@ -374,7 +388,7 @@ class Engine:
                     yield ready
                 if self.llm.n_tokens + 1 >= self.n_ctx:
                     break
-                self.llm.eval([token])
+                self._decode([token])
             pending += decoder.decode(b"", final=True)
             cut = _find_stop(pending, stops)
             if cut is not None:
@@ -414,27 +428,39 @@ _PARAMS_LOCK = threading.Lock()
 
 
 @contextmanager
-def _extra_buffers(enabled: bool) -> Iterator[None]:
-    """Load with llama.cpp's extra CPU weight buffers (AMX, repacked layouts) on or off.
+def _load_params(*, extra_buffers: bool, eval_callback: object) -> Iterator[None]:
+    """Load with extra CPU weight buffers on or off, and with our eval callback installed.
 
-    Why off by default: on Xeons that report AMX, llama.cpp's AMX kernels segfault inside some
-    virtual machines (seen here with llama-cpp-python 0.3.36), and the whole process dies with
-    no error to catch. `Llama()` has no keyword for this model parameter, so the default
-    parameters are patched for the duration of the load only, under a lock.
+    Why extra buffers are off by default: on Xeons that report AMX, llama.cpp's AMX kernels
+    segfault inside some virtual machines (seen here with llama-cpp-python 0.3.36), and the whole
+    process dies with no error to catch. `Llama()` has no keyword for this model parameter nor
+    for the context's `cb_eval` (see app/hidden.py), so the default parameters are patched for
+    the duration of the load only, under a lock.
     """
-    original = llama_cpp.llama_cpp.llama_model_default_params
+    module = llama_cpp.llama_cpp
+    model_defaults, context_defaults = (
+        module.llama_model_default_params,
+        module.llama_context_default_params,
+    )
 
-    def params() -> llama_cpp.llama_model_params:
-        chosen = original()
-        chosen.use_extra_bufts = enabled
+    def model_params() -> llama_cpp.llama_model_params:
+        chosen = model_defaults()
+        chosen.use_extra_bufts = extra_buffers
+        return chosen
+
+    def context_params() -> llama_cpp.llama_context_params:
+        chosen = context_defaults()
+        chosen.cb_eval = eval_callback
         return chosen
 
     with _PARAMS_LOCK:
-        llama_cpp.llama_cpp.llama_model_default_params = params
+        module.llama_model_default_params = model_params
+        module.llama_context_default_params = context_params
         try:
             yield
         finally:
-            llama_cpp.llama_cpp.llama_model_default_params = original
+            module.llama_model_default_params = model_defaults
+            module.llama_context_default_params = context_defaults
 
 
 def _check_gguf_file(path: Path) -> None:

@@ -1,13 +1,15 @@
-"""A light learned head for a two-label role, on the model's own answer-position logits.
+"""A light learned head for a two-label role, on the model's own middle-layer hidden states.
 
-Why logits and not the hidden state: the logits are a linear map of the last hidden state (Qwen's
-output layer has no bias), and the logits of a couple of thousand fixed tokens span all of its
-dimensions, so a linear head on them can express any linear head on the hidden state. They are
-already computed for every answer, so the head costs nothing at inference and needs no second
-model or embeddings mode. The head is a standardised logistic regression trained on
-reviews_train.csv only, stored as a small JSON file beside prompts.yaml, and tied to the exact
-prompt it was trained under (a fingerprint), so editing the prompt without retraining is an
-error, not a silent accuracy drop.
+Why middle layers: what a small model knows about a text's sentiment is clearest halfway up;
+the last layers specialise in predicting the next token. Cross-validated on reviews_train.csv,
+a linear head on layers 14-18 of the 24 scores 0.86, one on the answer-position logits 0.83.
+The states come from the one decode the label needs anyway (app/hidden.py), so the head costs
+no extra model run. Features: per layer, the last prompt token's state and the mean state of
+the tokens after the cached prefix (the text and the template's tail), averaged over the
+layers. The head is a standardised logistic regression trained on reviews_train.csv only,
+stored as a small JSON file beside prompts.yaml, and tied to the exact prompt (a fingerprint)
+and model it was trained with: editing the prompt without retraining is an error, and another
+model falls back to the label logits, never to a silent accuracy drop.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from app.errors import PromptsError
 @dataclass(frozen=True)
 class Head:
     labels: tuple[str, str]  # probability() is P(labels[0])
-    token_ids: np.ndarray
+    layers: tuple[int, ...]
+    model: str  # the GGUF's general.name the features came from
     mean: np.ndarray
     scale: np.ndarray
     weights: np.ndarray
@@ -34,8 +37,9 @@ class Head:
     fingerprint: str
     note: str = ""
 
-    def probability(self, logits: np.ndarray) -> float:
-        z = (np.asarray(logits, dtype=np.float64) - self.mean) / self.scale
+    def probability(self, states: np.ndarray) -> float:
+        """P(labels[0]) from the engine's per-layer states, shape (len(layers), features)."""
+        z = (features(states) - self.mean) / self.scale
         score = float(z @ self.weights + self.bias)
         return float(1.0 / (1.0 + np.exp(-score)))
 
@@ -45,8 +49,9 @@ class Head:
                 "labels": list(self.labels),
                 "fingerprint": self.fingerprint,
                 "note": self.note,
+                "model": self.model,
+                "layers": list(self.layers),
                 "bias": self.bias,
-                "token_ids": self.token_ids.astype(int).tolist(),
                 "mean": np.round(self.mean, 5).tolist(),
                 "scale": np.round(self.scale, 5).tolist(),
                 "weights": np.round(self.weights, 6).tolist(),
@@ -67,10 +72,10 @@ def load_head(path: Path, where: str) -> Head:
     """Read a head file; `where` names the role and field for error messages."""
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
-        n = len(raw["token_ids"])
         head = Head(
             labels=tuple(raw["labels"]),
-            token_ids=np.asarray(raw["token_ids"], dtype=np.int64),
+            layers=tuple(int(layer) for layer in raw["layers"]),
+            model=str(raw["model"]),
             mean=np.asarray(raw["mean"], dtype=np.float64),
             scale=np.asarray(raw["scale"], dtype=np.float64),
             weights=np.asarray(raw["weights"], dtype=np.float64),
@@ -82,16 +87,23 @@ def load_head(path: Path, where: str) -> Head:
         raise PromptsError(f"{where}: head file {path} not found.") from None
     except (ValueError, KeyError, TypeError) as error:
         raise PromptsError(f"{where}: head file {path} is not a valid head ({error}).") from None
-    if len(head.labels) != 2 or not (len(head.mean) == len(head.scale) == len(head.weights) == n):
+    sizes = {len(head.mean), len(head.scale), len(head.weights)}
+    if len(head.labels) != 2 or not head.layers or len(sizes) != 1:
         raise PromptsError(f"{where}: head file {path} is inconsistent (sizes or labels).")
     return head
 
 
+def features(states: np.ndarray) -> np.ndarray:
+    """One row of head features from per-layer states: their average over the layers."""
+    return np.asarray(states, dtype=np.float64).mean(axis=-2)
+
+
 def fit(
-    features: np.ndarray,
+    states: np.ndarray,
     targets: Sequence[int],
-    token_ids: np.ndarray,
     labels: tuple[str, str],
+    layers: Sequence[int],
+    model_name: str,
     fingerprint_: str,
     *,
     c_grid: Sequence[float] = (0.001, 0.003, 0.01, 0.03, 0.1),
@@ -101,26 +113,26 @@ def fit(
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 
-    x = np.asarray(features, dtype=np.float64)
+    x = features(states)
     y = np.asarray(targets)
     mean = x.mean(axis=0)
     scale = x.std(axis=0) + 1e-6
     z = (x - mean) / scale
     scores = {}
     for c in c_grid:
-        model = LogisticRegression(C=c, max_iter=3000)
-        scores[c] = float(cross_val_score(model, z, y, cv=5).mean())
+        scores[c] = float(cross_val_score(LogisticRegression(C=c, max_iter=3000), z, y).mean())
         report(f"C={c}: cross-validated accuracy {scores[c]:.4f}")
     best = max(scores, key=scores.__getitem__)
-    model = LogisticRegression(C=best, max_iter=3000).fit(z, y)
+    regression = LogisticRegression(C=best, max_iter=3000).fit(z, y)
     # sklearn's positive class is 1; we store P(labels[0]), so targets are 1 for labels[0].
     return Head(
         labels=labels,
-        token_ids=np.asarray(token_ids, dtype=np.int64),
+        layers=tuple(layers),
+        model=model_name,
         mean=mean,
         scale=scale,
-        weights=model.coef_[0].astype(np.float64),
-        bias=float(model.intercept_[0]),
+        weights=regression.coef_[0].astype(np.float64),
+        bias=float(regression.intercept_[0]),
         fingerprint=fingerprint_,
         note=f"logistic regression, C={best}, {len(y)} training rows, "
         f"CV accuracy {scores[best]:.4f}",

@@ -178,8 +178,11 @@ class RoleBook(_Strict):
         return self.get(self.defaults.chat)
 
 
-def load_roles(path: Path | str) -> RoleBook:
-    """Read and validate a prompts file; any problem becomes one PromptsError naming its place."""
+def load_roles(path: Path | str, *, heads: bool = True) -> RoleBook:
+    """Read and validate a prompts file; any problem becomes one PromptsError naming its place.
+
+    `heads=False` skips the learned heads (for training new ones over stale or missing files).
+    """
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -194,10 +197,10 @@ def load_roles(path: Path | str) -> RoleBook:
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error)
         raise PromptsError(f"{path}:{where}: not valid YAML ({problem}).") from None
-    return parse_roles(raw, path)
+    return parse_roles(raw, path, heads=heads)
 
 
-def parse_roles(raw: object, path: Path) -> RoleBook:
+def parse_roles(raw: object, path: Path, *, heads: bool = True) -> RoleBook:
     """Validate already-parsed YAML data (split out so tests can feed dicts)."""
     if not isinstance(raw, dict) or not isinstance(raw.get("roles"), dict) or not raw["roles"]:
         raise PromptsError(f"{path}: expected a mapping with a non-empty 'roles:' section.")
@@ -222,8 +225,8 @@ def parse_roles(raw: object, path: Path) -> RoleBook:
         detail = _describe(error) if isinstance(error, ValidationError) else str(error)
         raise PromptsError(f"{path}: defaults: {detail}") from None
 
-    heads = {name: _load_head(role, path) for name, role in roles.items() if role.head}
-    book = RoleBook(path=path, roles=roles, defaults=defaults, heads=heads)
+    learned = {name: _load_head(role, path) for name, role in roles.items() if role.head and heads}
+    book = RoleBook(path=path, roles=roles, defaults=defaults, heads=learned)
     _check_links(book)
     return book
 

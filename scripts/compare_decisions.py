@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Which way of turning the answer-position logits into a label pays? One table on dev.
+"""Which way of turning the model's answer into a label pays? One table on dev.
 
     python scripts/train_head.py --features reports/train_features.npz   # once
     python scripts/compare_decisions.py --features reports/train_features.npz
 
-Compares, on the same dev features: the label logits alone (argmax, = greedy grammar
-decoding), a decision threshold on the 正面-负面 logit margin calibrated on the TRAINING rows,
-and the learned head (fit on the training rows). Dev is only measured, never fitted.
+Compares, on the same dev run: the label logits alone (argmax, = greedy grammar decoding), a
+decision threshold on P(正面) from those logits calibrated on the TRAINING rows, and the
+learned head on middle-layer states fit on 500 / 1,000 / all training rows. Dev is only
+measured, never fitted.
 """
 
 from __future__ import annotations
@@ -42,39 +43,38 @@ def main() -> None:
     args = parser.parse_args()
 
     train = np.load(args.features)
-    x_train, y_train, ids = train["x"].astype(np.float64), train["y"], train["ids"]
-    assistant = Assistant.load()
+    x_train, y_train, p_train = train["x"], train["y"], train["p"]
+    layers = tuple(int(layer) for layer in train["layers"])
+    assistant = Assistant.load(heads=False)
     role = assistant.roles.get(args.role)
     examples = load_labelled(args.dev)
-    x_dev = np.empty((len(examples), len(ids)))
+    x_dev = np.empty((len(examples), *x_train.shape[1:]), dtype=np.float32)
+    p_dev = np.empty(len(examples))
     for i, example in enumerate(tqdm(examples, desc="dev features", unit="row")):
-        _, x_dev[i] = assistant.engine.choose(
-            assistant.prompt_for(role, example.text), role.labels, capture=ids
+        probabilities, x_dev[i] = assistant.engine.choose(
+            assistant.prompt_for(role, example.text), role.labels, layers=layers
         )
+        p_dev[i] = probabilities[0]
     y_dev = np.asarray([1 if e.label == role.labels[0] else 0 for e in examples])
 
-    first, second = (
-        int(np.where(ids == assistant.engine.tokenize(label)[0])[0][0]) for label in role.labels
-    )
-    margin_train = x_train[:, first] - x_train[:, second]
-    margin_dev = x_dev[:, first] - x_dev[:, second]
-    candidates = np.unique(margin_train)
-    train_acc = [((margin_train > t) == y_train).mean() for t in candidates]
+    candidates = np.unique(p_train)
+    train_acc = [((p_train > t) == y_train).mean() for t in candidates]
     threshold = float(candidates[int(np.argmax(train_acc))])
 
     rows = [
-        ("label logits, argmax (grammar decision)", ((margin_dev > 0) == y_dev).mean()),
+        ("label logits, argmax (grammar decision)", ((p_dev > 0.5) == y_dev).mean()),
         (
-            f"margin threshold {threshold:+.2f}, calibrated on train",
-            ((margin_dev > threshold) == y_dev).mean(),
+            f"threshold P(正面) > {threshold:.2f}, calibrated on train",
+            ((p_dev > threshold) == y_dev).mean(),
         ),
     ]
     for n in (500, 1000, len(y_train)):
-        head = fit(x_train[:n], y_train[:n], ids, role.labels, "ablation", report=lambda _: None)
+        head = fit(x_train[:n], y_train[:n], role.labels, layers, "", "", report=lambda _: None)
         predicted = np.asarray([head.probability(row) > 0.5 for row in x_dev])
         rows.append(
             (
-                f"learned head, {n} training rows ({head.note.split(',')[1].strip()})",
+                f"learned head, layers {layers[0]}-{layers[-1]}, {n} training rows "
+                f"({head.note.split(',')[1].strip()})",
                 (predicted == y_dev).mean(),
             )
         )

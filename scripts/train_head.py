@@ -3,10 +3,10 @@
 
     python scripts/train_head.py --role sentiment --rows 2000
 
-Runs the role's prompt over a class-balanced sample of training rows, keeps the logits of the
-most frequent tokens of the training texts at the answer position, fits a standardised logistic
-regression (C picked by 5-fold cross-validation on those rows only) and writes heads/ROLE.json.
-Point the role at it with `head: heads/ROLE.json` in prompts.yaml.
+Runs the role's prompt over a class-balanced sample of training rows, keeps the hidden states of
+the chosen middle layers (last token + mean over the text, see app/head.py), fits a standardised
+logistic regression (C picked by 5-fold cross-validation on those rows only) and writes
+heads/ROLE.json. Point the role at it with `head: heads/ROLE.json` in prompts.yaml.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +42,11 @@ def main() -> None:
         "--rows", type=int, default=2000, help="training rows to use (default: %(default)s)"
     )
     parser.add_argument(
-        "--tokens", type=int, default=2048, help="logit features kept (default: %(default)s)"
+        "--layers",
+        type=layer_range,
+        default="14-18",
+        help="layers whose states are averaged into the features, FIRST-LAST "
+        "(default: %(default)s, of the 24 in the 0.5B Qwen models)",
     )
     parser.add_argument("--seed", type=int, default=13, help="sampling seed (default: %(default)s)")
     parser.add_argument("--out", type=Path, help="head file (default: heads/ROLE.json)")
@@ -51,35 +54,50 @@ def main() -> None:
     parser.add_argument("--model", help="GGUF path or catalog name (default: as everywhere else)")
     args = parser.parse_args()
 
-    assistant = Assistant.load(model=args.model)
+    assistant = Assistant.load(model=args.model, heads=False)
     role = assistant.roles.get(args.role)
     if len(role.labels) != 2:
         sys.exit(f"Role {role.name!r} has {len(role.labels)} labels; a head needs exactly two.")
     texts, labels = read_training(args.train)
     rows = balanced_sample(texts, labels, role.labels, args.rows, args.seed)
 
-    counts = Counter(token for text in texts for token in assistant.engine.tokenize(text))
-    token_ids = sorted(
-        {token for token, _ in counts.most_common(args.tokens)}
-        | {assistant.engine.tokenize(label)[0] for label in role.labels}
-    )
-    features = np.empty((len(rows), len(token_ids)), dtype=np.float32)
+    engine = assistant.engine
+    states = np.empty((len(rows), len(args.layers), 2 * engine.n_embd), dtype=np.float32)
+    first_label = np.empty(len(rows))  # P(labels[0]) from the label logits, for comparisons
     for i, (text, _) in enumerate(tqdm(rows, desc="features", unit="row")):
-        _, features[i] = assistant.engine.choose(
-            assistant.prompt_for(role, text), role.labels, capture=token_ids
+        probabilities, states[i] = engine.choose(
+            assistant.prompt_for(role, text), role.labels, layers=args.layers
         )
+        first_label[i] = probabilities[0]
     targets = [1 if label == role.labels[0] else 0 for _, label in rows]
     if args.features:
         np.savez_compressed(
-            args.features, x=features, y=np.asarray(targets), ids=np.asarray(token_ids)
+            args.features,
+            x=states,
+            y=np.asarray(targets),
+            p=first_label,
+            layers=np.asarray(args.layers),
+            model=engine.model_name,
         )
-    head = fit(features, targets, np.asarray(token_ids), role.labels, role.fingerprint())
+    head = fit(states, targets, role.labels, args.layers, engine.model_name, role.fingerprint())
     out = args.out or ROOT / "heads" / f"{role.name}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(head.to_json(), encoding="utf-8")
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     print(f"Wrote {out} ({head.note}).")
     print(f"Use it with `head: {shown}` under role {role.name!r} in prompts.yaml.")
+
+
+def layer_range(value: str) -> tuple[int, ...]:
+    try:
+        first, _, last = value.partition("-")
+        layers = tuple(range(int(first), int(last or first) + 1))
+    except ValueError:
+        message = f"expected FIRST-LAST, e.g. 14-18, not {value!r}"
+        raise argparse.ArgumentTypeError(message) from None
+    if not layers:
+        raise argparse.ArgumentTypeError(f"{value!r} names no layer")
+    return layers
 
 
 def balanced_sample(texts, labels, wanted, rows, seed):

@@ -31,6 +31,9 @@ class FakeEngine:
     Tokens are characters, so prompt sizes are easy to reason about in tests.
     """
 
+    model_name = "Fake Model"
+    hidden_size = 3  # width of the per-layer "states" choose() returns (zeros)
+
     def __init__(self, n_ctx: int = 2048) -> None:
         self.n_ctx = n_ctx
         self.choices: list[list[float]] = []
@@ -56,11 +59,11 @@ class FakeEngine:
         if len(prompt.tokens) + reserve > self.n_ctx:
             raise InputTooLong(f"{len(prompt.tokens) + reserve} > {self.n_ctx}")
 
-    def choose(self, prompt: Prompt, labels: Sequence[str], *, capture=()):
+    def choose(self, prompt: Prompt, labels: Sequence[str], *, layers=()):
         self.check_fits(prompt)
         self.calls.append(("choose", self.last_messages))
         probabilities = self.choices.pop(0) if self.choices else [1.0 / len(labels)] * len(labels)
-        return probabilities, np.zeros(len(capture))
+        return probabilities, np.zeros((len(layers), self.hidden_size))
 
     def choose_with_grammar(self, prompt: Prompt, grammar: str, labels: Sequence[str]) -> str:
         self.calls.append(("grammar", self.last_messages))

@@ -10,21 +10,22 @@ from app.prompts import load_roles
 from tests.conftest import ROOT, FakeEngine, shipped_prompts_text, write
 
 
-def toy_head(fingerprint="f", bias=0.0, n=3):
-    return Head(
-        ("正面", "负面"), np.arange(n), np.zeros(n), np.ones(n), np.ones(n), bias, fingerprint
-    )
+def toy_head(fingerprint="f", bias=0.0, n=FakeEngine.hidden_size, model=FakeEngine.model_name):
+    ones = np.ones(n)
+    return Head(("正面", "负面"), (5, 6), model, np.zeros(n), ones, ones, bias, fingerprint)
 
 
 def test_fit_learns_a_separable_problem_and_round_trips(tmp_path):
     rng = np.random.default_rng(0)
-    x = np.vstack([rng.normal(1.0, 1.0, (60, 8)), rng.normal(-1.0, 1.0, (60, 8))])
+    # 120 rows x 2 layers x 8 features; the head averages the layers.
+    x = np.vstack([rng.normal(1.0, 1.0, (60, 2, 8)), rng.normal(-1.0, 1.0, (60, 2, 8))])
     y = [1] * 60 + [0] * 60
-    head = fit(x, y, np.arange(8), ("正面", "负面"), "abc", report=lambda _: None)
+    head = fit(x, y, ("正面", "负面"), (5, 6), "M", "abc", report=lambda _: None)
     path = write(tmp_path / "h.json", head.to_json())
     loaded = load_head(path, "here")
-    assert loaded.probability(np.full(8, 1.5)) > 0.5  # strong regularisation keeps it modest
-    assert loaded.probability(np.full(8, -1.5)) < 0.5
+    assert (loaded.layers, loaded.model) == ((5, 6), "M")
+    assert loaded.probability(np.full((2, 8), 1.5)) > 0.5  # strong regularisation: modest
+    assert loaded.probability(np.full((2, 8), -1.5)) < 0.5
     predictions = [loaded.probability(row) > 0.5 for row in x]
     assert sum(p == bool(t) for p, t in zip(predictions, y, strict=True)) >= 110
     assert loaded.probability(x[0]) == pytest.approx(head.probability(x[0]), abs=1e-4)
@@ -74,3 +75,30 @@ def test_classify_uses_the_head_and_logits_mode_ignores_it(tmp_path, bias, label
     engine.enqueue_choice([0.2, 0.8])
     assistant.sentiment("随便", decode="logits")
     assert assistant.sentiment("随便", decode="logits").label == "负面"
+
+
+def test_a_head_trained_on_another_model_falls_back_to_the_logits(tmp_path, caplog):
+    fingerprint = load_roles(ROOT / "prompts.yaml").sentiment.fingerprint()
+    foreign = toy_head(fingerprint, bias=-3.0, model="Some Other Model")
+    assistant = Assistant(FakeEngine(), load_roles(prompts_with_head(tmp_path, foreign)))
+    assistant.engine.enqueue_choice([0.9, 0.1])
+    assistant.engine.enqueue_choice([0.8, 0.2])
+    assert assistant.sentiment("随便").label == "正面"  # the head alone would say 负面
+    assert assistant.sentiment("随便").confidence == pytest.approx(0.8)
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "train_head.py --role sentiment" in warnings[0]
+
+
+def test_shipped_head_reads_the_loaded_models_middle_layers(assistant):
+    head = assistant.roles.heads["sentiment"]
+    assert head.model == assistant.engine.model_name, "retrain: python scripts/train_head.py"
+    role = assistant.roles.get("sentiment")
+    prompt = assistant.prompt_for(role, "房间很干净，服务也热情。")
+    _, states = assistant.engine.choose(prompt, role.labels, layers=head.layers)
+    _, again = assistant.engine.choose(prompt, role.labels, layers=head.layers)
+    assert states.shape == (len(head.layers), 2 * assistant.engine.n_embd)
+    assert np.isfinite(states).all() and np.abs(states).max() > 0
+    assert not np.array_equal(states[0], states[-1])  # different layers, different states
+    assert np.array_equal(states, again)  # the cached prefix gives the same features
+    with pytest.raises(ValueError, match="middle layer"):
+        assistant.engine.choose(prompt, role.labels, layers=(assistant.engine.n_layer - 1,))

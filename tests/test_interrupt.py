@@ -25,7 +25,7 @@ from tests.conftest import FakeEngine
 
 class ByParity(FakeEngine):
     # Row i says "第i条": even i is 正面, odd i is 负面, so every output row can be checked.
-    def choose(self, prompt, labels, *, capture=()):
+    def choose(self, prompt, labels, *, layers=()):
         time.sleep(0.00005)
         number = int(self.last_messages[-1]["content"].split("第")[1].split("条")[0])
         return ([0.9, 0.1] if number % 2 == 0 else [0.1, 0.9]), []

@@ -1,0 +1,118 @@
+"""Read a middle layer's hidden states while llama.cpp decodes, for a learned head.
+
+Why: a linear probe on a middle layer of the 0.5B model separates positive from negative
+reviews better than one on the final logits (cross-validated on reviews_train.csv: 0.86 vs 0.83).
+llama-cpp-python exposes only the last layer, so we hook llama.cpp's eval callback (`cb_eval`,
+a context parameter): the scheduler asks it, for every graph node, whether it wants to see that
+tensor, and hands over the ones it asked for once they are computed. Each layer's output is a
+node named `l_out-N`. When nothing is being watched the callback answers "no" at once, so chat
+and generation run at full speed (measured: 26.3 vs 26.3 tokens/s).
+
+One catch: the callback is Python code running inside llama_decode, and Python runs signal
+handlers wherever its main thread happens to be. A Ctrl-C landing mid-decode would raise
+KeyboardInterrupt inside the callback, where ctypes swallows it. So the engine decodes inside
+`deferred_signals()`: SIGINT / SIGTERM are only noted during the decode and handed to their
+real handlers right after it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import llama_cpp
+import numpy as np
+
+_GGML = ctypes.CDLL(os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml-base.so"))
+_GGML.ggml_get_name.restype = ctypes.c_char_p
+_GGML.ggml_get_name.argtypes = [ctypes.c_void_p]
+_GGML.ggml_nelements.restype = ctypes.c_int64
+_GGML.ggml_nelements.argtypes = [ctypes.c_void_p]
+_GGML.ggml_nbytes.restype = ctypes.c_size_t
+_GGML.ggml_nbytes.argtypes = [ctypes.c_void_p]
+_GGML.ggml_backend_tensor_get.argtypes = [
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.c_size_t,
+]
+
+
+class LayerTap:
+    """Collects the outputs of chosen layers during the decodes run inside `watch()`."""
+
+    def __init__(self) -> None:
+        self._wanted: dict[bytes, int] = {}  # tensor name -> index in the layers asked for
+        self._rows: list[list[np.ndarray]] = []
+        # Kept on the instance: llama.cpp holds a raw pointer to it for the context's lifetime.
+        self.callback = llama_cpp.llama_cpp.ggml_backend_sched_eval_callback(self._on_tensor)
+
+    @contextmanager
+    def watch(self, layers: Sequence[int]) -> Iterator[None]:
+        """Within the block, every decoded token's output of each layer is kept, in order."""
+        self._rows = [[] for _ in layers]
+        self._wanted = {f"l_out-{layer}".encode(): index for index, layer in enumerate(layers)}
+        try:
+            yield
+        finally:
+            self._wanted = {}
+
+    def pooled(self, n_embd: int) -> np.ndarray:
+        """Per watched layer: [last token's state, mean state over the watched tokens]."""
+        out = np.empty((len(self._rows), 2 * n_embd), dtype=np.float32)
+        for index, chunks in enumerate(self._rows):
+            if not chunks:
+                raise ValueError(f"layer #{index} asked for was never computed by llama.cpp")
+            states = np.concatenate(chunks).reshape(-1, n_embd)
+            out[index, :n_embd] = states[-1]
+            out[index, n_embd:] = states.mean(axis=0)
+        return out
+
+    def _on_tensor(self, tensor: int, ask: bool, _user_data: int) -> bool:
+        if not self._wanted:
+            return not ask  # "no" to every question; "go on" after a tensor (never reached)
+        try:
+            index = self._wanted.get(_GGML.ggml_get_name(tensor))
+            if ask:
+                return index is not None
+            if index is not None:
+                count = _GGML.ggml_nelements(tensor)
+                if _GGML.ggml_nbytes(tensor) == count * 4:  # layer outputs are float32 on CPU
+                    data = np.empty(count, dtype=np.float32)
+                    _GGML.ggml_backend_tensor_get(tensor, data.ctypes.data, 0, count * 4)
+                    self._rows[index].append(data)
+        except Exception:  # noqa: BLE001 - an exception must never cross into llama.cpp
+            return not ask
+        return True
+
+
+_DEFERRED = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def deferred_signals() -> Iterator[None]:
+    """Hold SIGINT / SIGTERM until the block ends, then give them to their handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers only ever run in the main thread
+        return
+    caught: list[int] = []
+    originals = {number: signal.getsignal(number) for number in _DEFERRED}
+    for number, handler in originals.items():
+        if handler is not None:  # None: installed outside Python; leave it alone
+            signal.signal(number, lambda received, _frame: caught.append(received))
+    try:
+        yield
+    finally:
+        for number, handler in originals.items():
+            if handler is not None:
+                signal.signal(number, handler)
+        for number in caught:
+            handler = originals[number]
+            if callable(handler):
+                handler(number, None)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(number)

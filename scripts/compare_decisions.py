@@ -20,11 +20,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
 
 from app.dispatcher import Assistant  # noqa: E402
 from app.evaluation import load_labelled  # noqa: E402
 from app.head import fit  # noqa: E402
+from scripts.train_head import extract  # noqa: E402
 
 DEV = ROOT.parent / "shared" / "data" / "reviews_dev.csv"
 
@@ -48,13 +48,7 @@ def main() -> None:
     assistant = Assistant.load(heads=False)
     role = assistant.roles.get(args.role)
     examples = load_labelled(args.dev)
-    x_dev = np.empty((len(examples), *x_train.shape[1:]), dtype=np.float32)
-    p_dev = np.empty(len(examples))
-    for i, example in enumerate(tqdm(examples, desc="dev features", unit="row")):
-        probabilities, x_dev[i] = assistant.engine.choose(
-            assistant.prompt_for(role, example.text), role.labels, layers=layers
-        )
-        p_dev[i] = probabilities[0]
+    x_dev, p_dev = extract(assistant, role, [example.text for example in examples], layers)
     y_dev = np.asarray([1 if e.label == role.labels[0] else 0 for e in examples])
 
     candidates = np.unique(p_train)
@@ -68,7 +62,7 @@ def main() -> None:
             ((p_dev > threshold) == y_dev).mean(),
         ),
     ]
-    for n in (500, 1000, len(y_train)):
+    for n in sorted({min(size, len(y_train)) for size in (500, 1000, len(y_train))}):
         head = fit(x_train[:n], y_train[:n], role.labels, layers, "", "", report=lambda _: None)
         predicted = np.asarray([head.probability(row) > 0.5 for row in x_dev])
         rows.append(

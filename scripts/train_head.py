@@ -26,6 +26,7 @@ from app.baselines import read_training  # noqa: E402
 from app.dispatcher import Assistant  # noqa: E402
 from app.evaluation import DEFAULT_TRAIN  # noqa: E402
 from app.head import fit  # noqa: E402
+from app.prompts import Role  # noqa: E402
 
 
 def main() -> None:
@@ -62,13 +63,11 @@ def main() -> None:
     rows = balanced_sample(texts, labels, role.labels, args.rows, args.seed)
 
     engine = assistant.engine
-    states = np.empty((len(rows), len(args.layers), 2 * engine.n_embd), dtype=np.float32)
-    first_label = np.empty(len(rows))  # P(labels[0]) from the label logits, for comparisons
-    for i, (text, _) in enumerate(tqdm(rows, desc="features", unit="row")):
-        probabilities, states[i] = engine.choose(
-            assistant.prompt_for(role, text), role.labels, layers=args.layers
+    if not all(0 <= layer < engine.n_layer - 1 for layer in args.layers):
+        sys.exit(
+            f"--layers must lie within 0-{engine.n_layer - 2}: this model has {engine.n_layer}."
         )
-        first_label[i] = probabilities[0]
+    states, first_label = extract(assistant, role, [text for text, _ in rows], args.layers)
     targets = [1 if label == role.labels[0] else 0 for _, label in rows]
     if args.features:
         np.savez_compressed(
@@ -86,6 +85,21 @@ def main() -> None:
     shown = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     print(f"Wrote {out} ({head.note}).")
     print(f"Use it with `head: {shown}` under role {role.name!r} in prompts.yaml.")
+
+
+def extract(
+    assistant: Assistant, role: Role, texts: list[str], layers: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per text: the layers' pooled states, and P(labels[0]) from the label logits alone."""
+    engine = assistant.engine
+    states = np.empty((len(texts), len(layers), 2 * engine.n_embd), dtype=np.float32)
+    first_label = np.empty(len(texts))
+    for i, text in enumerate(tqdm(texts, desc="features", unit="row")):
+        probabilities, states[i] = engine.choose(
+            assistant.prompt_for(role, text), role.labels, layers=layers
+        )
+        first_label[i] = probabilities[0]
+    return states, first_label
 
 
 def layer_range(value: str) -> tuple[int, ...]:

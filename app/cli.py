@@ -208,9 +208,18 @@ def classify(
         return
     from tqdm import tqdm
 
+    def label_many(texts: list[str]) -> list[tuple[str, float]]:
+        return [(v.label, v.confidence) for v in assistant.classify_many(texts, role)]
+
     with tqdm(total=count_rows(path), unit="row", disable=None, file=sys.stderr) as bar:
         summary = classify_file(
-            path, output, label, restart=restart, on_error=on_error, progress=bar.update
+            path,
+            output,
+            label,
+            restart=restart,
+            on_error=on_error,
+            progress=bar.update,
+            classify_many=label_many if decode == "auto" else None,
         )
     note = f" ({summary.resumed} resumed from an earlier run)" if summary.resumed else ""
     click.echo(f"Labelled {summary.done} rows{note} -> {summary.output}", err=True)

@@ -36,6 +36,7 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from app.errors import InputTooLong, ModelLoadError, ModelNotFound
 from app.hidden import LayerTap, deferred_signals
+from app.streams import StreamBatch
 
 # Used when a GGUF carries no chat template: Qwen's ChatML.
 CHATML_TEMPLATE = (
@@ -43,6 +44,10 @@ CHATML_TEMPLATE = (
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 _PREFIX_CACHE_SIZE = 16  # roles x tones; each entry is a few hundred KB
+# Lists: texts decoded together, each in a KV stream of this many cells (streams x cells x
+# ~12 KB of KV for the 0.5B models: 48 MB).
+_STREAMS = 8
+_STREAM_CELLS = 512
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,7 @@ class Engine:
         self.n_ctx = self.llm.n_ctx()
         self.n_vocab = self.llm.n_vocab()
         self.n_embd = self.llm.n_embd()
+        self.n_batch = self.llm.n_batch
         self.n_layer = llama_cpp.llama_model_n_layer(self.llm._model.model)
         self._ctx = self.llm._ctx.ctx
         self._vocab = self.llm._model.vocab
@@ -111,6 +117,7 @@ class Engine:
         self._piece_buffer = ctypes.create_string_buffer(64)
         self._prefix_states: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
         self._kv_prefix: tuple[int, ...] | None = None  # the cached prefix the KV starts with
+        self._streams: StreamBatch | None = None  # made on the first list that can use it
         self.generated_tokens = 0  # tokens sampled by stream() since the load, for benchmarks
         template = self.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         specials = {
@@ -297,6 +304,51 @@ class Engine:
             self._truncate(len(prompt.tokens))
         return probabilities, states
 
+    def choose_many(
+        self, prompts: Sequence[Prompt], labels: Sequence[str], *, layers: Sequence[int] = ()
+    ) -> list[tuple[list[float], np.ndarray]]:
+        """`choose` for each prompt, with bit-identical results, in fewer llama.cpp calls.
+
+        Prompts with the same cached prefix and the same number of tokens after it are decoded
+        together, each in its own KV stream (app/streams.py). The rest, and labels that share
+        a first token (their walk needs more decoding per text), go one by one.
+        """
+        label_tokens = [self.tokenize(label) for label in labels]
+        results: list[tuple[list[float], np.ndarray] | None] = [None] * len(prompts)
+        sets: dict[tuple[tuple[int, ...], int], list[int]] = {}
+        distinct_starts = len({tokens[0] for tokens in label_tokens}) == len(labels)
+        for index, prompt in enumerate(prompts):
+            rest = len(prompt.tokens) - prompt.prefix_len
+            if distinct_starts and prompt.prefix_len and self._fits_stream(prompt, 2 * rest):
+                key = (tuple(prompt.tokens[: prompt.prefix_len]), rest)
+                sets.setdefault(key, []).append(index)
+            else:
+                results[index] = self.choose(prompt, labels, layers=layers)
+        for (prefix, rest), members in sets.items():
+            size = min(_STREAMS, self.n_batch // rest)
+            for start in range(0, len(members), size):
+                together = members[start : start + size]
+                if len(together) == 1:
+                    results[together[0]] = self.choose(prompts[together[0]], labels, layers=layers)
+                    continue
+                rests = [prompts[index].tokens[len(prefix) :] for index in together]
+                with self._lock:
+                    batch = self._stream_batch().decode(prefix, rests, layers)
+                first_tokens = [tokens[0] for tokens in label_tokens]
+                for index, logits, states in zip(together, *batch, strict=True):
+                    results[index] = ([float(x) for x in _shares(logits, first_tokens)], states)
+        return results  # type: ignore[return-value]
+
+    def _fits_stream(self, prompt: Prompt, batch_tokens: int) -> bool:
+        return len(prompt.tokens) < min(_STREAM_CELLS, self.n_ctx) and batch_tokens <= self.n_batch
+
+    def _stream_batch(self) -> StreamBatch:
+        if self._streams is None:
+            self._streams = StreamBatch(
+                self.llm, self._tap, streams=_STREAMS, cells=min(_STREAM_CELLS, self.n_ctx)
+            )
+        return self._streams
+
     def _walk(self, label_tokens: list[list[int]], depth: int, base: int) -> list[float]:
         """Split probability mass among labels by their token at `depth` (recursing on ties).
 
@@ -310,9 +362,7 @@ class Engine:
                 index
             )
         next_tokens = list(groups)
-        scores = self._last_logits()[next_tokens].astype(np.float64)
-        shares = np.exp(scores - scores.max())
-        shares /= shares.sum()
+        shares = _shares(self._last_logits(), next_tokens)
         result = [0.0] * len(label_tokens)
         for token, share in zip(next_tokens, shares, strict=True):
             members = groups[token]
@@ -421,6 +471,8 @@ class Engine:
     def close(self) -> None:
         with self._lock:
             self._prefix_states.clear()
+            if self._streams is not None:
+                self._streams.close()
             self.llm.close()
 
 
@@ -461,6 +513,13 @@ def _load_params(*, extra_buffers: bool, eval_callback: object) -> Iterator[None
         finally:
             module.llama_model_default_params = model_defaults
             module.llama_context_default_params = context_defaults
+
+
+def _shares(logits: np.ndarray, tokens: Sequence[int]) -> np.ndarray:
+    """Softmax of the logits over just these tokens: each one's share of the allowed mass."""
+    scores = logits[list(tokens)].astype(np.float64)
+    shares = np.exp(scores - scores.max())
+    return shares / shares.sum()
 
 
 def _check_gguf_file(path: Path) -> None:

@@ -17,12 +17,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from app.errors import InputError
+
+T = TypeVar("T")
 
 INPUT_FORMATS = (".txt", ".csv", ".jsonl")
 OUTPUT_FORMATS = (".csv", ".jsonl")
@@ -132,6 +134,8 @@ class Summary:
 
 
 Classifier = Callable[[str], tuple[str, float]]
+ManyClassifier = Callable[[list[str]], list[tuple[str, float]]]
+WINDOW = 256  # rows per classify_many call
 
 
 def label_row(
@@ -167,8 +171,14 @@ def classify_file(
     restart: bool = False,
     on_error: OnError = "stop",
     progress: Callable[[int], None] | None = None,
+    classify_many: ManyClassifier | None = None,
 ) -> Summary:
-    """Classify every non-empty row of `source` into `target`, resuming a journal if present."""
+    """Classify every non-empty row of `source` into `target`, resuming a journal if present.
+
+    With `classify_many`, the good rows of each window of WINDOW rows are classified in one
+    call (the engine then decodes texts of equal length together); rows are still written to
+    the journal one by one, in order, and a window with a bad row falls back to row by row.
+    """
     if target.suffix.lower() not in OUTPUT_FORMATS:
         raise InputError(f"{target}: unsupported output type; use .csv or .jsonl.")
     if target.resolve() == source.resolve():
@@ -183,30 +193,35 @@ def classify_file(
     with journal.open("a", encoding="utf-8") as log:
         if not finished:
             log.write(json.dumps({"header": header}, ensure_ascii=False) + "\n")
-        for index, row in enumerate(read_rows(source)):
-            if index in finished:
+        for window in _windows(enumerate(read_rows(source)), WINDOW):
+            todo = [row for index, row in window if index not in finished]
+            done = _label_together(todo, classify_many) if classify_many else {}
+            for index, row in window:
+                if index in finished:
+                    if progress:
+                        progress(1)
+                    continue
+                result = done.get(row.line) or label_row(
+                    row, classify, source=source, on_error=on_error
+                )
+                if result is None:
+                    entry = {"row": index, "skip": True, "line": row.line}
+                elif isinstance(result, str):
+                    entry = {"row": index, "bad": result, "line": row.line}
+                else:
+                    label, confidence = result
+                    entry = {
+                        "row": index,
+                        "record": row.record,
+                        "label": label,
+                        "confidence": round(confidence, 4),
+                    }
+                    summary.done += 1
+                log.write(json.dumps(entry, ensure_ascii=False) + "\n")
+                log.flush()
+                finished[index] = entry
                 if progress:
                     progress(1)
-                continue
-            result = label_row(row, classify, source=source, on_error=on_error)
-            if result is None:
-                entry = {"row": index, "skip": True, "line": row.line}
-            elif isinstance(result, str):
-                entry = {"row": index, "bad": result, "line": row.line}
-            else:
-                label, confidence = result
-                entry = {
-                    "row": index,
-                    "record": row.record,
-                    "label": label,
-                    "confidence": round(confidence, 4),
-                }
-                summary.done += 1
-            log.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            log.flush()
-            finished[index] = entry
-            if progress:
-                progress(1)
     summary.skipped_lines = tuple(sorted(e["line"] for e in finished.values() if e.get("skip")))
     summary.bad_rows = tuple(sorted((e["line"], e["bad"]) for e in finished.values() if "bad" in e))
     labelled = [finished[i] for i in sorted(finished) if "label" in finished[i]]
@@ -214,6 +229,27 @@ def classify_file(
     journal.unlink(missing_ok=True)
     summary.output = target
     return summary
+
+
+def _windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    window: list[T] = []
+    for item in items:
+        window.append(item)
+        if len(window) == size:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+def _label_together(rows: list[Row], classify_many: ManyClassifier) -> dict[int, tuple[str, float]]:
+    """(label, confidence) by line for the rows with text, or {} if any of them is refused."""
+    good = [row for row in rows if not row.problem and row.text.strip()]
+    try:
+        results = classify_many([row.text for row in good]) if good else []
+    except InputError:
+        return {}  # label_row takes them one by one and applies the error policy
+    return {row.line: result for row, result in zip(good, results, strict=True)}
 
 
 def _read_journal(journal: Path, header: dict[str, object]) -> dict[int, dict]:

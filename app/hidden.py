@@ -63,13 +63,20 @@ class LayerTap:
 
     def pooled(self, n_embd: int) -> np.ndarray:
         """Per watched layer: [last token's state, mean state over the watched tokens]."""
-        out = np.empty((len(self._rows), 2 * n_embd), dtype=np.float32)
+        return self.pooled_each(n_embd, 1)[0]
+
+    def pooled_each(self, n_embd: int, count: int) -> np.ndarray:
+        """`pooled` for `count` equal-length sequences decoded one after another in the batch.
+
+        Shape (count, layers, 2 * n_embd).
+        """
+        out = np.empty((count, len(self._rows), 2 * n_embd), dtype=np.float32)
         for index, chunks in enumerate(self._rows):
             if not chunks:
                 raise ValueError(f"layer #{index} asked for was never computed by llama.cpp")
-            states = np.concatenate(chunks).reshape(-1, n_embd)
-            out[index, :n_embd] = states[-1]
-            out[index, n_embd:] = states.mean(axis=0)
+            states = np.concatenate(chunks).reshape(count, -1, n_embd)
+            out[:, index, :n_embd] = states[:, -1]
+            out[:, index, n_embd:] = states.mean(axis=1)
         return out
 
     def _on_tensor(self, tensor: int, ask: bool, _user_data: int) -> bool:

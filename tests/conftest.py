@@ -65,6 +65,9 @@ class FakeEngine:
         probabilities = self.choices.pop(0) if self.choices else [1.0 / len(labels)] * len(labels)
         return probabilities, np.zeros((len(layers), self.hidden_size))
 
+    def choose_many(self, prompts: Sequence[Prompt], labels: Sequence[str], *, layers=()):
+        return [self.choose(prompt, labels, layers=layers) for prompt in prompts]
+
     def choose_with_grammar(self, prompt: Prompt, grammar: str, labels: Sequence[str]) -> str:
         self.calls.append(("grammar", self.last_messages))
         return labels[0]

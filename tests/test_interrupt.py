@@ -27,7 +27,8 @@ class ByParity(FakeEngine):
     # Row i says "第i条": even i is 正面, odd i is 负面, so every output row can be checked.
     def choose(self, prompt, labels, *, layers=()):
         time.sleep(0.00005)
-        number = int(self.last_messages[-1]["content"].split("第")[1].split("条")[0])
+        text = "".join(map(chr, prompt.tokens))  # the fake's tokens are characters
+        number = int(text.rsplit("第", 1)[1].split("条")[0])
         return ([0.9, 0.1] if number % 2 == 0 else [0.1, 0.9]), []
 
 roles = load_roles("prompts.yaml").model_copy(update={"heads": {}})

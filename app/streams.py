@@ -1,0 +1,142 @@
+"""Several texts in one llama.cpp decode, each giving exactly what it gives alone.
+
+Why: a list of short texts decoded one per call leaves llama.cpp's matrix kernels half idle
+(~50 tokens a call on 2 cores). Packing texts into one batch fills them, but only one layout keeps
+every decision bit-identical to the one-text path (measured: scripts/list_batching.py):
+
+- each text gets its own KV stream (a second context with `kv_unified=false`), holding the role
+  prefix (decoded alone from position 0 once, as the engine does, and restored per stream), so
+  its cells sit exactly where they sit when decoded alone. In one shared KV the text's cells
+  move, and attention sums round differently;
+- the texts decoded together have the SAME number of tokens: llama.cpp splits unequal
+  sequences of separate streams into several steps, and a text read in two steps rounds
+  differently from one read in one.
+
+The context shares the loaded weights (no second model) and costs streams x cells x ~12 KB of KV.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Sequence
+
+import llama_cpp
+import numpy as np
+from llama_cpp import Llama
+
+from app.hidden import LayerTap, deferred_signals
+
+
+class StreamBatch:
+    """A second context over the engine's model with one KV stream per sequence."""
+
+    def __init__(self, llm: Llama, tap: LayerTap, *, streams: int, cells: int) -> None:
+        # The engine's own parameters (threads, batch size, eval callback...), so every kernel
+        # runs exactly as in the one-text path; only the KV layout differs.
+        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+        params.n_ctx = streams * cells
+        params.n_seq_max = streams
+        params.kv_unified = False
+        context = llama_cpp.llama_init_from_model(llm._model.model, params)
+        if not context:
+            raise MemoryError("llama.cpp could not create the batch context")
+        self._context = context
+        self._memory = llama_cpp.llama_get_memory(context)
+        self._batch = llama_cpp.llama_batch_init(llm.n_batch, 0, 1)
+        self._tap = tap
+        self._held: list[bytes | None] = [None] * streams  # the prefix state in each stream
+        self._prefix_states: dict[tuple[int, ...], bytes] = {}
+        self.streams = streams
+        self.cells = cells
+        self.n_batch = llm.n_batch
+        self.n_vocab = llm.n_vocab()
+        self.n_embd = llm.n_embd()
+
+    def decode(
+        self, prefix: Sequence[int], rests: Sequence[Sequence[int]], layers: Sequence[int] = ()
+    ) -> tuple[list[np.ndarray], np.ndarray]:
+        """Decode equal-length token lists after the same prefix, one stream each.
+
+        Returns each one's last-token logits, and per text the pooled states of `layers`
+        (shape (len(rests), len(layers), 2 * n_embd)), as `Engine.choose` computes them.
+        """
+        length = len(rests[0])
+        if any(len(rest) != length for rest in rests) or len(rests) > self.streams:
+            raise ValueError("a stream batch takes up to `streams` token lists of one length")
+        if length * len(rests) > self.n_batch or len(prefix) + length >= self.cells:
+            raise ValueError("the texts do not fit one batch of this context")
+        state = self._prefix_state(tuple(prefix))
+        position = 0
+        for seq, rest in enumerate(rests):
+            self._reset(seq, state, len(prefix))
+            for offset, token in enumerate(rest):
+                self._put(position, token, len(prefix) + offset, seq, offset == length - 1)
+                position += 1
+        self._decode(position, layers)
+        logits = [
+            np.ctypeslib.as_array(
+                llama_cpp.llama_get_logits_ith(self._context, (seq + 1) * length - 1),
+                shape=(self.n_vocab,),
+            ).copy()
+            for seq in range(len(rests))
+        ]
+        states = (
+            self._tap.pooled_each(self.n_embd, len(rests))
+            if layers
+            else np.empty((len(rests), 0, 2 * self.n_embd))
+        )
+        return logits, states
+
+    def _prefix_state(self, prefix: tuple[int, ...]) -> bytes:
+        """The prefix's KV as decoded alone from position 0 in stream 0 (as the engine does)."""
+        state = self._prefix_states.get(prefix)
+        if state is not None:
+            return state
+        llama_cpp.llama_memory_seq_rm(self._memory, 0, -1, -1)
+        for start in range(0, len(prefix), self.n_batch):  # the chunks llm.eval would use
+            chunk = prefix[start : start + self.n_batch]
+            for offset, token in enumerate(chunk):
+                self._put(offset, token, start + offset, 0, offset == len(chunk) - 1)
+            self._decode(len(chunk))
+        size = llama_cpp.llama_state_seq_get_size(self._context, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        written = llama_cpp.llama_state_seq_get_data(self._context, buffer, size, 0)
+        state = bytes(buffer[:written])
+        self._prefix_states = {prefix: state}  # one role's list at a time
+        self._held[0] = state
+        return state
+
+    def _put(self, index: int, token: int, position: int, seq: int, output: bool) -> None:
+        batch = self._batch
+        batch.token[index] = token
+        batch.pos[index] = position
+        batch.n_seq_id[index] = 1
+        batch.seq_id[index][0] = seq
+        batch.logits[index] = output
+
+    def _decode(self, n_tokens: int, layers: Sequence[int] = ()) -> None:
+        self._batch.n_tokens = n_tokens
+        with self._tap.watch(layers), deferred_signals():
+            status = llama_cpp.llama_decode(self._context, self._batch)
+        if status != 0:
+            self._held = [None] * self.streams
+            raise RuntimeError(f"llama_decode returned {status} in the batch context")
+
+    def _reset(self, seq: int, prefix_state: bytes, prefix_len: int) -> None:
+        """Leave stream `seq` holding exactly the prefix (restored only if another was there)."""
+        if self._held[seq] is prefix_state:
+            llama_cpp.llama_memory_seq_rm(self._memory, seq, prefix_len, -1)
+            return
+        llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
+        buffer = (ctypes.c_uint8 * len(prefix_state)).from_buffer_copy(prefix_state)
+        done = llama_cpp.llama_state_seq_set_data(self._context, buffer, len(prefix_state), seq)
+        if done != len(prefix_state):
+            self._held[seq] = None
+            raise RuntimeError("could not restore the role prefix into a batch stream")
+        self._held[seq] = prefix_state
+
+    def close(self) -> None:
+        if self._context:
+            llama_cpp.llama_batch_free(self._batch)
+            llama_cpp.llama_free(self._context)
+            self._context = None

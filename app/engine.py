@@ -325,7 +325,7 @@ class Engine:
             else:
                 results[index] = self.choose(prompt, labels, layers=layers)
         for (prefix, rest), members in sets.items():
-            size = min(_STREAMS, self.n_batch // rest)
+            size = min(self._stream_count(), self.n_batch // rest)
             for start in range(0, len(members), size):
                 together = members[start : start + size]
                 if len(together) == 1:
@@ -342,10 +342,17 @@ class Engine:
     def _fits_stream(self, prompt: Prompt, batch_tokens: int) -> bool:
         return len(prompt.tokens) < min(_STREAM_CELLS, self.n_ctx) and batch_tokens <= self.n_batch
 
+    def _stream_count(self) -> int:
+        """A small --batch (the low-memory profile) fits few texts a call: fewer streams."""
+        return min(_STREAMS, max(2, self.n_batch // 32))
+
     def _stream_batch(self) -> StreamBatch:
         if self._streams is None:
             self._streams = StreamBatch(
-                self.llm, self._tap, streams=_STREAMS, cells=min(_STREAM_CELLS, self.n_ctx)
+                self.llm,
+                self._tap,
+                streams=self._stream_count(),
+                cells=min(_STREAM_CELLS, self.n_ctx),
             )
         return self._streams
 

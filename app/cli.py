@@ -18,6 +18,7 @@ import click
 
 from app.config import Settings
 from app.errors import AllInOneError, InputError
+from app.files import WINDOW
 
 # Settings field -> flag name, for the flags whose field name is not the best flag.
 _FLAG_NAMES = {
@@ -168,6 +169,14 @@ def chat(
     "logits only (= greedy decoding under the labels' grammar); grammar: llama.cpp's GBNF "
     "sampler itself (slower; a check).",
 )
+@click.option(
+    "--window",
+    type=click.IntRange(1, 4096),
+    default=WINDOW,
+    show_default=True,
+    help="FILE rows handed to the model at once: more rows find more texts of equal length to "
+    "decode together (faster); fewer lose less work if the run is interrupted.",
+)
 @settings_options
 @handle_errors
 def classify(
@@ -177,6 +186,7 @@ def classify(
     restart: bool,
     on_error: str,
     decode: str,
+    window: int,
     **settings: Any,
 ) -> None:
     """Label one text, or every row of a .txt/.csv/.jsonl FILE (resumable, with a progress bar)."""
@@ -220,6 +230,7 @@ def classify(
             on_error=on_error,
             progress=bar.update,
             classify_many=label_many if decode == "auto" else None,
+            window=window,
         )
     note = f" ({summary.resumed} resumed from an earlier run)" if summary.resumed else ""
     click.echo(f"Labelled {summary.done} rows{note} -> {summary.output}", err=True)

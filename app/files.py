@@ -172,10 +172,11 @@ def classify_file(
     on_error: OnError = "stop",
     progress: Callable[[int], None] | None = None,
     classify_many: ManyClassifier | None = None,
+    window: int = WINDOW,
 ) -> Summary:
     """Classify every non-empty row of `source` into `target`, resuming a journal if present.
 
-    With `classify_many`, the good rows of each window of WINDOW rows are classified in one
+    With `classify_many`, the good rows of each `window` rows are classified in one
     call (the engine then decodes texts of equal length together); rows are still written to
     the journal one by one, in order, and a window with a bad row falls back to row by row.
     """
@@ -193,10 +194,10 @@ def classify_file(
     with journal.open("a", encoding="utf-8") as log:
         if not finished:
             log.write(json.dumps({"header": header}, ensure_ascii=False) + "\n")
-        for window in _windows(enumerate(read_rows(source)), WINDOW):
-            todo = [row for index, row in window if index not in finished]
+        for rows in _windows(enumerate(read_rows(source)), window):
+            todo = [row for index, row in rows if index not in finished]
             done = _label_together(todo, classify_many) if classify_many else {}
-            for index, row in window:
+            for index, row in rows:
                 if index in finished:
                     if progress:
                         progress(1)

@@ -97,7 +97,11 @@ def test_real_model_run_stopped_by_ctrl_c_resumes_to_the_same_labels(model_path,
     source = write(tmp_path / "in.txt", "\n".join(texts) + "\n")
     target = tmp_path / "out.jsonl"
     journal = tmp_path / "out.jsonl.partial.jsonl"
-    command = [sys.executable, "-m", "app.cli", "classify", str(source), "-o", str(target)]
+    # Four rows a model call, so the journal grows in steps a signal can land between.
+    command = [
+        *[sys.executable, "-m", "app.cli", "classify", str(source)],
+        *["--window", "4", "-o", str(target)],
+    ]
     first = _start(command)
     _stop_when_journal_has(first, journal, 6, signal.SIGINT)
     _, stderr = first.communicate(timeout=120)

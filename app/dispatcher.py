@@ -141,7 +141,7 @@ class Assistant:
     ) -> Iterator[Verdict]:
         """`classify` for each text, in order, `window` texts per engine call.
 
-        The engine decodes texts of equal token length together (bit-identical verdicts, fewer
+        The engine decodes texts of equal token length together (the same verdicts, fewer
         llama.cpp calls); a bad text raises before any text of its window is decoded.
         """
         chosen = self._label_role(role)

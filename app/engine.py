@@ -307,7 +307,7 @@ class Engine:
     def choose_many(
         self, prompts: Sequence[Prompt], labels: Sequence[str], *, layers: Sequence[int] = ()
     ) -> list[tuple[list[float], np.ndarray]]:
-        """`choose` for each prompt, with bit-identical results, in fewer llama.cpp calls.
+        """`choose` for each prompt, in fewer llama.cpp calls (same results: see app/streams.py).
 
         Prompts with the same cached prefix and the same number of tokens after it are decoded
         together, each in its own KV stream (app/streams.py). The rest, and labels that share

@@ -13,6 +13,8 @@ every decision bit-identical to the one-text path (measured: scripts/list_batchi
   differently from one read in one.
 
 The context shares the loaded weights (no second model) and costs streams x cells x ~12 KB of KV.
+Measured: bit-identical on all 300 dev texts; on 1,000 reviews_train.csv texts 7 differ slightly
+(label logits within ~1e-2), cause not yet found.
 """
 
 from __future__ import annotations

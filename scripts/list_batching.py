@@ -116,7 +116,16 @@ def main() -> None:
     user_tokens = sum(len(engine.tokenize(example.text)) for example in examples)
     identical = sum(np.array_equal(a, b) for a, b in zip(single, together, strict=True))
     print(f"{len(prompts)} texts, {len(by_length)} distinct lengths, {calls} batched calls")
-    print(f"bit-identical label logits: {identical}/{len(prompts)}")
+    firsts = [engine.tokenize(label)[0] for label in role.labels]
+    same = sum(
+        int(np.argmax(a[firsts])) == int(np.argmax(b[firsts]))
+        for a, b in zip(single, together, strict=True)
+    )
+    largest = max(float(np.abs(a - b).max()) for a, b in zip(single, together, strict=True))
+    print(
+        f"bit-identical label logits: {identical}/{len(prompts)} (largest difference {largest:.1e})"
+    )
+    print(f"same label-logits decision: {same}/{len(prompts)}")
     floor = raw_floor(assistant, [example.text for example in examples])["pp_tokens_per_s"]
     for name, seconds in (
         ("one text a call", single_seconds),

@@ -314,9 +314,10 @@ class Engine:
         a first token (their walk needs more decoding per text), go one by one.
         """
         label_tokens = [self.tokenize(label) for label in labels]
+        first_tokens = [tokens[0] for tokens in label_tokens]
         results: list[tuple[list[float], np.ndarray] | None] = [None] * len(prompts)
         sets: dict[tuple[tuple[int, ...], int], list[int]] = {}
-        distinct_starts = len({tokens[0] for tokens in label_tokens}) == len(labels)
+        distinct_starts = len(set(first_tokens)) == len(labels)
         for index, prompt in enumerate(prompts):
             rest = len(prompt.tokens) - prompt.prefix_len
             if distinct_starts and prompt.prefix_len and self._fits_stream(prompt, 2 * rest):
@@ -334,7 +335,6 @@ class Engine:
                 rests = [prompts[index].tokens[len(prefix) :] for index in together]
                 with self._lock:
                     batch = self._stream_batch().decode(prefix, rests, layers)
-                first_tokens = [tokens[0] for tokens in label_tokens]
                 for index, logits, states in zip(together, *batch, strict=True):
                     results[index] = ([float(x) for x in _shares(logits, first_tokens)], states)
         return results  # type: ignore[return-value]

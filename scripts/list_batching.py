@@ -1,22 +1,18 @@
 #!/usr/bin/env python3
-"""Would batching a list's texts as parallel sequences pay? The measurement behind "no".
+"""Does the list path's batching keep every result, and what does it gain? One table.
 
     python scripts/list_batching.py --streams 8 --limit 300
 
-The shipped list path decodes one text per llama.cpp call after the cached role prefix. This
-script loads the model with one KV stream per sequence (`kv_unified=false`), so each batched text
-sits in its own cells exactly where it sits when decoded alone, and decodes texts of EQUAL token
-length together (llama.cpp splits unequal lengths of separate streams into several steps, which
-rounds differently). It prints how many texts got bit-identical label logits on both paths and
-the user-text tokens/s of each against
-raw prompt processing (the bench's floor). Measurement only: the app does not use this path.
+Compares the one-text path (Engine.choose: each text decoded alone after the cached role
+prefix) with the list path's layout (app/streams.py: texts of EQUAL token length decoded in one
+call, each in its own KV stream). It prints how many texts got bit-identical label logits on
+both paths, whether the decision ever differs, and the user-text tokens/s of each against raw
+prompt processing (the bench's floor). `--streams` tries other stream counts than the app's.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import os
 import sys
 import time
 from collections import defaultdict
@@ -25,10 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import llama_cpp  # noqa: E402
 import numpy as np  # noqa: E402
 
 DEV = ROOT.parent / "shared" / "data" / "reviews_dev.csv"
+CELLS = 512  # KV cells a stream, as the app uses
 
 
 def main() -> None:
@@ -46,70 +42,43 @@ def main() -> None:
     if not 2 <= args.streams <= 64:
         sys.exit("--streams must lie within 2-64.")
 
-    defaults = llama_cpp.llama_cpp.llama_context_default_params
-
-    def streamed() -> llama_cpp.llama_context_params:
-        params = defaults()
-        params.n_seq_max, params.kv_unified = args.streams, False
-        return params
-
-    llama_cpp.llama_cpp.llama_context_default_params = streamed
-    os.environ["ALLINONE_N_CTX"] = str(1024 * args.streams)  # 1,024 cells a stream
     from app.bench import raw_floor
     from app.dispatcher import Assistant
     from app.evaluation import load_labelled
+    from app.streams import StreamBatch
 
     assistant = Assistant.load(heads=False)
     engine, role = assistant.engine, assistant.roles.get("sentiment")
-    examples = [e for e in load_labelled(args.data) if len(e.text) < 300][: args.limit]
-    prompts = [assistant.prompt_for(role, example.text) for example in examples]
-    prefix = prompts[0].prefix_len
+    streams = StreamBatch(engine.llm, engine._tap, streams=args.streams, cells=CELLS)
+    examples, prompts = [], []
+    for example in load_labelled(args.data):
+        prompt = assistant.prompt_for(role, example.text)
+        if len(prompt.tokens) < CELLS and len(examples) < args.limit:
+            examples.append(example)
+            prompts.append(prompt)
+    prefix = prompts[0].tokens[: prompts[0].prefix_len]
 
     started = time.perf_counter()
     single = []
-    for prompt in prompts:
+    for prompt in prompts:  # the one-text path, as Engine.choose decodes
         engine._evaluate(prompt, exact=True)
         single.append(engine._last_logits().copy())
     single_seconds = time.perf_counter() - started
 
-    state = engine._prefix_states[tuple(prompts[0].tokens[:prefix])]
-    saved = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-    batch = llama_cpp.llama_batch_init(512, 0, 1)
-    memory = llama_cpp.llama_get_memory(engine._ctx)
-
-    def decode_together(indices: list[int]) -> list[np.ndarray]:
-        """Each text in its own stream, after the prefix restored there; one llama_decode."""
-        n, last = 0, []
-        for seq, index in enumerate(indices):
-            llama_cpp.llama_memory_seq_rm(memory, seq, -1, -1)
-            llama_cpp.llama_state_seq_set_data(engine._ctx, saved, len(state), seq)
-            rest = prompts[index].tokens[prefix:]
-            for offset, token in enumerate(rest):
-                batch.token[n], batch.pos[n] = token, prefix + offset
-                batch.n_seq_id[n], batch.seq_id[n][0] = 1, seq
-                batch.logits[n] = offset == len(rest) - 1
-                n += 1
-            last.append(n - 1)
-        batch.n_tokens = n
-        if llama_cpp.llama_decode(engine._ctx, batch) != 0:
-            sys.exit("llama_decode failed")
-        return [
-            np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(engine._ctx, i), (engine.n_vocab,))
-            for i in last
-        ]
-
     by_length: dict[int, list[int]] = defaultdict(list)
     for index, prompt in enumerate(prompts):
-        by_length[len(prompt.tokens) - prefix].append(index)
+        by_length[len(prompt.tokens) - len(prefix)].append(index)
     started = time.perf_counter()
     together: list[np.ndarray | None] = [None] * len(prompts)
     calls = 0
     for length, indices in by_length.items():
-        size = max(1, min(args.streams, 512 // length))
+        size = max(1, min(args.streams, engine.n_batch // length))
         for start in range(0, len(indices), size):
             group = indices[start : start + size]
-            for index, logits in zip(group, decode_together(group), strict=True):
-                together[index] = logits.copy()
+            rests = [prompts[index].tokens[len(prefix) :] for index in group]
+            logits, _ = streams.decode(prefix, rests)
+            for index, row in zip(group, logits, strict=True):
+                together[index] = row
             calls += 1
     batched_seconds = time.perf_counter() - started
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Train the learned head of a two-label role on reviews_train.csv (never on dev or test data).
 
-    python scripts/train_head.py --role sentiment --rows 2000
+    python scripts/train_head.py --role sentiment --rows 14800   # the shipped head, ~1 hour
 
 Runs the role's prompt over a class-balanced sample of training rows, keeps the hidden states of
 the chosen middle layers (last token + mean over the text, see app/head.py), fits a standardised
@@ -40,7 +40,11 @@ def main() -> None:
         "--train", type=Path, default=DEFAULT_TRAIN, help="training CSV (default: %(default)s)"
     )
     parser.add_argument(
-        "--rows", type=int, default=2000, help="training rows to use (default: %(default)s)"
+        "--rows",
+        type=int,
+        default=14800,
+        help="training rows to use, half per label (default: %(default)s, all that "
+        "reviews_train.csv can balance; 2000 takes ~8 minutes and scores ~1.5 points lower)",
     )
     parser.add_argument(
         "--layers",
@@ -120,6 +124,13 @@ def balanced_sample(texts, labels, wanted, rows, seed):
         label: [t for t, lab in zip(texts, labels, strict=True) if lab == label] for label in wanted
     }
     per_label = rows // len(wanted)
+    short = [label for label in wanted if len(by_label[label]) < per_label]
+    if short:
+        sys.exit(
+            f"--rows {rows} needs {per_label} rows of each label, but the training file has "
+            + ", ".join(f"{len(by_label[label])} of {label}" for label in short)
+            + ". Ask for fewer rows."
+        )
     picked = [(text, label) for label in wanted for text in rng.sample(by_label[label], per_label)]
     rng.shuffle(picked)
     return picked

@@ -131,11 +131,16 @@ def sentiment_list(assistant, texts: Sequence[str]) -> dict[str, object]:
     labels = [verdict.label for verdict in assistant.classify_many(texts)]
     seconds = time.perf_counter() - started
     user_tokens = sum(len(assistant.engine.tokenize(text)) for text in texts)
+    # Everything decoded after the cached prefix: the user text plus the template's tail.
+    prompts = [assistant.prompt_for(assistant.roles.sentiment, text) for text in texts]
+    decoded = sum(len(prompt.tokens) - prompt.prefix_len for prompt in prompts)
     return {
         "labels": labels,
         "seconds": seconds,
         "sentences_per_s": len(texts) / seconds,
         "user_tokens_per_s": user_tokens / seconds,
+        "decoded_tokens_per_s": decoded / seconds,
+        "user_share_percent": 100 * user_tokens / decoded,
     }
 
 
@@ -271,6 +276,14 @@ def checks(results: dict[str, object], model_mb: float) -> list[Check]:
             ">= 0.85x",
             listed["user_tokens_per_s"] >= 0.85 * floor["pp_tokens_per_s"],
         ),
+        Check(
+            "sentiment, list: all tokens after the prefix/s",
+            listed["decoded_tokens_per_s"],
+            "tok/s",
+            floor["pp_tokens_per_s"],
+            "raw prompt processing",
+        ),
+        Check("sentiment, list: user text's share of them", listed["user_share_percent"], "%"),
         Check("sentiment, list: sentences/s", listed["sentences_per_s"], "/s"),
         Check(
             "chat: generation tokens/s",

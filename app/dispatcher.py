@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 from app.config import Settings, load_settings
 from app.engine import Engine, Prompt, Sampling
 from app.errors import InputError, InputTooLong
+from app.files import windows
 from app.head import Head
 from app.models import resolve_model_path
 from app.prompts import Role, RoleBook, load_roles
@@ -147,13 +148,9 @@ class Assistant:
         chosen = self._label_role(role)
         head = self._head_for(chosen)
         layers = head.layers if head is not None else ()
-        pending: list[Prompt] = []
-        for text in texts:
-            pending.append(self.prompt_for(chosen, _require_text(text)))
-            if len(pending) >= window:
-                yield from self._verdicts(chosen, head, pending, layers)
-                pending = []
-        yield from self._verdicts(chosen, head, pending, layers)
+        prompts = (self.prompt_for(chosen, _require_text(text)) for text in texts)
+        for pending in windows(prompts, window):
+            yield from self._verdicts(chosen, head, pending, layers)
 
     def _verdicts(
         self, role: Role, head: Head | None, prompts: list[Prompt], layers: tuple[int, ...]

@@ -47,7 +47,7 @@ _PREFIX_CACHE_SIZE = 16  # roles x tones; each entry is a few hundred KB
 # Lists: texts decoded together, each in a KV stream of this many cells (streams x cells x
 # ~12 KB of KV for the 0.5B models: 48 MB).
 _STREAMS = 8
-_STREAM_CELLS = 512
+STREAM_CELLS = 512
 
 
 @dataclass(frozen=True)
@@ -340,7 +340,7 @@ class Engine:
         return results  # type: ignore[return-value]
 
     def _fits_stream(self, prompt: Prompt, batch_tokens: int) -> bool:
-        return len(prompt.tokens) < min(_STREAM_CELLS, self.n_ctx) and batch_tokens <= self.n_batch
+        return len(prompt.tokens) < min(STREAM_CELLS, self.n_ctx) and batch_tokens <= self.n_batch
 
     def _stream_count(self) -> int:
         """A small --batch (the low-memory profile) fits few texts a call: fewer streams."""
@@ -352,7 +352,7 @@ class Engine:
                 self.llm,
                 self._tap,
                 streams=self._stream_count(),
-                cells=min(_STREAM_CELLS, self.n_ctx),
+                cells=min(STREAM_CELLS, self.n_ctx),
             )
         return self._streams
 

@@ -194,7 +194,7 @@ def classify_file(
     with journal.open("a", encoding="utf-8") as log:
         if not finished:
             log.write(json.dumps({"header": header}, ensure_ascii=False) + "\n")
-        for rows in _windows(enumerate(read_rows(source)), window):
+        for rows in windows(enumerate(read_rows(source)), window):
             todo = [row for index, row in rows if index not in finished]
             done = _label_together(todo, classify_many) if classify_many else {}
             for index, row in rows:
@@ -232,7 +232,8 @@ def classify_file(
     return summary
 
 
-def _windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
+def windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """`items` in lists of `size` (the last may be shorter), read lazily."""
     window: list[T] = []
     for item in items:
         window.append(item)

@@ -22,11 +22,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from app.dispatcher import Assistant  # noqa: E402
-from app.evaluation import load_labelled  # noqa: E402
+from app.evaluation import DEFAULT_DEV, load_labelled  # noqa: E402
 from app.head import fit  # noqa: E402
 from scripts.train_head import extract  # noqa: E402
-
-DEV = ROOT.parent / "shared" / "data" / "reviews_dev.csv"
 
 
 def main() -> None:
@@ -37,7 +35,7 @@ def main() -> None:
         "--features", type=Path, required=True, help="training features from train_head.py"
     )
     parser.add_argument(
-        "--dev", type=Path, default=DEV, help="labelled dev file (default: %(default)s)"
+        "--dev", type=Path, default=DEFAULT_DEV, help="labelled dev file (default: %(default)s)"
     )
     parser.add_argument("--role", default="sentiment")
     args = parser.parse_args()

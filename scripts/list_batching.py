@@ -23,8 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-DEV = ROOT.parent / "shared" / "data" / "reviews_dev.csv"
-CELLS = 512  # KV cells a stream, as the app uses
+from app.evaluation import DEFAULT_DEV, load_labelled  # noqa: E402
 
 
 def main() -> None:
@@ -32,7 +31,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--data", type=Path, default=DEV, help="labelled file (default: %(default)s)"
+        "--data", type=Path, default=DEFAULT_DEV, help="labelled file (default: %(default)s)"
     )
     parser.add_argument(
         "--streams", type=int, default=8, help="sequences per batch (default: %(default)s)"
@@ -44,16 +43,16 @@ def main() -> None:
 
     from app.bench import raw_floor
     from app.dispatcher import Assistant
-    from app.evaluation import load_labelled
+    from app.engine import STREAM_CELLS
     from app.streams import StreamBatch
 
     assistant = Assistant.load(heads=False)
     engine, role = assistant.engine, assistant.roles.get("sentiment")
-    streams = StreamBatch(engine.llm, engine._tap, streams=args.streams, cells=CELLS)
+    streams = StreamBatch(engine.llm, engine._tap, streams=args.streams, cells=STREAM_CELLS)
     examples, prompts = [], []
     for example in load_labelled(args.data):
         prompt = assistant.prompt_for(role, example.text)
-        if len(prompt.tokens) < CELLS and len(examples) < args.limit:
+        if len(prompt.tokens) < STREAM_CELLS and len(examples) < args.limit:
             examples.append(example)
             prompts.append(prompt)
     prefix = prompts[0].tokens[: prompts[0].prefix_len]

@@ -4,7 +4,8 @@ Over a set of everyday messages (venting, good news, questions, sarcasm), each a
 combined feel + reply flow, we measure what can be measured: the share of Chinese characters, any
 mention of being an AI/model/program (the role forbids it), leaked role or special tokens, length
 within bounds, repetition (distinct-2: unique character bigrams over all bigrams), and whether
-replies to negative messages are supportive (the sentiment role judges the reply warm, i.e. 正面).
+replies to negative messages are supportive (the role that steers the chat's tone, the same one
+that read the message's mood, judges the reply warm, i.e. 正面).
 These are proxies, reported next to the published 4.2/5 human score as what they are.
 """
 
@@ -41,7 +42,7 @@ class Reply:
     text: str
     first_piece_ms: float
     total_ms: float
-    judged: str  # the sentiment role's verdict on the reply itself
+    judged: str  # the steering role's verdict on the reply itself
 
 
 def load_messages(path: Path, limit: int | None = None) -> list[Message]:
@@ -81,6 +82,8 @@ def collect(
     seed: int = 7,
     progress: Callable[[int], None] | None = None,
 ) -> list[Reply]:
+    chat = assistant.roles.chat
+    judge = chat.steered_by or assistant.roles.defaults.sentiment  # as respond() picks it
     replies = []
     for message in messages:
         started = time.perf_counter()
@@ -93,7 +96,7 @@ def collect(
             pieces.append(piece)
         total = (time.perf_counter() - started) * 1000
         text = "".join(pieces).strip()
-        judged = assistant.sentiment(text).label if text else "负面"
+        judged = assistant.classify(text, judge).label if text else "负面"
         replies.append(Reply(message, verdict.label, text, first or total, total, judged))
         if progress:
             progress(1)
@@ -141,12 +144,12 @@ def table(summary: dict[str, float]) -> str:
         (
             "supportive replies to negative messages",
             f"{summary['supportive_on_negative']:.1%}",
-            "judged 正面 by the sentiment role",
+            "judged 正面 by the role that steers the tone",
         ),
         (
             "message mood detected (venting, sarcasm, good news)",
             f"{summary['mood_detected']:.1%}",
-            "the sentiment step of the flow",
+            "the mood step of the flow (steering role)",
         ),
         (
             "first streamed piece, median",

@@ -276,6 +276,10 @@ def run(role: str, text: str, **settings: Any) -> None:
 )
 @click.option("--limit", type=click.IntRange(1), help="Use only the first N rows. [default: all]")
 @click.option(
+    "--role",
+    help="The label role behind allinone and published, e.g. mood. [default: the sentiment role]",
+)
+@click.option(
     "--train",
     type=click.Path(path_type=Path),
     help="Training file for tfidf_lr. [default: ../shared/data/reviews_train.csv]",
@@ -293,6 +297,7 @@ def evaluate(
     data: Path,
     names: tuple[str, ...],
     limit: int | None,
+    role: str | None,
     train: Path | None,
     out_dir: Path | None,
     no_probe: bool,
@@ -317,20 +322,24 @@ def evaluate(
     needs_model = any(name in ("allinone", "published") for name in names)
     assistant = _load(settings) if needs_model else None
     predictors = {
-        name: evaluation.build_method(name, assistant=assistant, train=train) for name in names
+        name: evaluation.build_method(name, assistant=assistant, train=train, role=role)
+        for name in names
     }
     with tqdm(total=len(examples), unit="row", disable=None, file=sys.stderr) as bar:
         results = evaluation.run(examples, predictors, progress=bar.update)
     if not no_probe:
         for result in tqdm(results, desc="cold start / RSS", disable=None, file=sys.stderr):
-            result.cold_start_s, result.peak_rss_mb = evaluation.probe(result.name, settings, train)
+            result.cold_start_s, result.peak_rss_mb = evaluation.probe(
+                result.name, settings, train, role
+            )
     gold = [example.label for example in examples]
     summaries = [result.summary(gold) for result in results]
     model = assistant.engine.model_name if assistant else "-"
     threads = assistant.settings.n_threads if assistant else "-"
+    command = f"allinone eval {data}" + (f" --role {role}" if role else "")
     context = (
         f"Data: `{data}` ({len(examples)} rows). Model: {model}, {threads} threads. "
-        f"Command: `allinone eval {data}`."
+        f"Command: `{command}`."
     )
     click.echo(context)
     click.echo(report.table(summaries))

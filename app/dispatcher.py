@@ -2,8 +2,9 @@
 
 `Assistant` owns the loaded model and the roles. Every job is a role from prompts.yaml: label roles
 answer with a `Verdict` (label + confidence), text roles with a stream of text pieces. The combined
-flow runs the sentiment role on the user's message first and lets its verdict pick the reply's tone
-(`steered_by` + `tones` in the YAML), so the two jobs share one model and one conversation.
+flow runs a label role on the user's message first (the chat role's `steered_by`: the shipped
+`mood`, the sentiment prompt with a head suited to everyday lines) and lets its verdict pick the
+reply's tone (`tones` in the YAML), so the two jobs share one model and one conversation.
 
     assistant = Assistant.load()
     assistant.sentiment("这家店太棒了")          # Verdict(label='正面', confidence=0.98)

@@ -125,12 +125,19 @@ def _json_row(path: Path, number: int, line: str) -> dict:
     return record
 
 
-def build_method(name: str, *, assistant=None, train: Path = DEFAULT_TRAIN) -> Predict:
-    """A predict(text) -> (label, confidence) function for one method."""
+def build_method(
+    name: str, *, assistant=None, train: Path = DEFAULT_TRAIN, role: str | None = None
+) -> Predict:
+    """A predict(text) -> (label, confidence) function for one method.
+
+    `role` picks the label role of the two LLM methods (default: the sentiment role).
+    """
+    if name in ("allinone", "published"):
+        role = _label_role(assistant, role)
     if name == "allinone":
-        return lambda text: _verdict(assistant.sentiment(text))
+        return lambda text: _verdict(assistant.classify(text, role))
     if name == "published":
-        return published_method(assistant)
+        return published_method(assistant, role)
     if name == "tfidf_lr":
         from app.baselines import tfidf_lr
 
@@ -142,19 +149,27 @@ def build_method(name: str, *, assistant=None, train: Path = DEFAULT_TRAIN) -> P
     raise InputError(f"Unknown method {name!r}; choose from {', '.join(ALL_METHODS)}.")
 
 
+def _label_role(assistant, role: str | None) -> str:
+    """The role's name, checked up front: a bad --role fails before any row is run."""
+    chosen = assistant.roles.get(role or assistant.roles.defaults.sentiment)
+    if not chosen.is_classifier:
+        raise InputError(f"Role {chosen.name!r} writes free text; eval needs a label role.")
+    return chosen.name
+
+
 def _verdict(verdict) -> tuple[str, float]:
     return verdict.label, verdict.confidence
 
 
-def published_method(assistant) -> Predict:
+def published_method(assistant, role: str | None = None) -> Predict:
     """The published decoding: generate up to 10 tokens freely, then look for 正面."""
     from app.engine import Prompt, Sampling
 
-    role = assistant.roles.sentiment
+    chosen = assistant.roles.get(_label_role(assistant, role))
     sampling = Sampling(temperature=0.0, repeat_penalty=1.0, max_tokens=10)
 
     def predict(text: str) -> tuple[str, float]:
-        whole = assistant.prompt_for(role, text)
+        whole = assistant.prompt_for(chosen, text)
         prompt = Prompt(tokens=whole.tokens, prefix_len=0)  # no prefix: nothing is cached
         assistant.engine.forget()
         output = "".join(assistant.engine.stream(prompt, sampling))
@@ -184,7 +199,9 @@ def run(
     return list(results.values())
 
 
-def probe(name: str, settings: dict[str, object], train: Path) -> tuple[float, float]:
+def probe(
+    name: str, settings: dict[str, object], train: Path, role: str | None = None
+) -> tuple[float, float]:
     """Cold start (s, fresh process to first answer) and peak RSS (MB) of one method."""
     command = [
         sys.executable,
@@ -193,6 +210,7 @@ def probe(name: str, settings: dict[str, object], train: Path) -> tuple[float, f
         name,
         json.dumps(settings, default=str),
         str(train),
+        role or "",
     ]
     started = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -202,14 +220,15 @@ def probe(name: str, settings: dict[str, object], train: Path) -> tuple[float, f
     return elapsed, json.loads(result.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
 
-def _probe_main(name: str, settings_json: str, train: str) -> None:
+def _probe_main(name: str, settings_json: str, train: str, role: str = "") -> None:
     """Child process: load one method, answer once, report peak RSS."""
     assistant = None
     if name in ("allinone", "published"):
         from app.dispatcher import Assistant
 
         assistant = Assistant.load(**json.loads(settings_json))
-    build_method(name, assistant=assistant, train=Path(train))("这家酒店的服务非常好。")
+    predict = build_method(name, assistant=assistant, train=Path(train), role=role or None)
+    predict("这家酒店的服务非常好。")
     print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 
 

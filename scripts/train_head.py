@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Train the learned head of a two-label role on reviews_train.csv (never on dev or test data).
 
-    python scripts/train_head.py --role sentiment --rows 2000   # the shipped head, ~8 minutes
+    python scripts/train_head.py --role sentiment --rows 14800   # shipped: reviews, ~1 hour
+    python scripts/train_head.py --role mood --rows 2000         # shipped: chat moods, ~8 min
 
 Runs the role's prompt over a class-balanced sample of training rows, keeps the hidden states of
 the chosen middle layers (last token + mean over the text, see app/head.py), fits a standardised
@@ -44,7 +45,8 @@ def main() -> None:
         type=int,
         default=2000,
         help="training rows to use, half per label (default: %(default)s; 14800, all that "
-        "reviews_train.csv can balance, scores higher on reviews but lower on everyday lines)",
+        "reviews_train.csv can balance, scores higher on reviews but lower on everyday lines, "
+        "so the sentiment role ships with 14800 and the mood role with 2000)",
     )
     parser.add_argument(
         "--layers",

@@ -37,6 +37,18 @@ def test_summary_on_hand_made_replies():
     assert s["mood_detected"] == pytest.approx(2 / 3)
 
 
+def test_replies_are_judged_by_the_role_that_steers_the_tone(fake_assistant, monkeypatch):
+    judged_by = []
+    classify = fake_assistant.classify
+    monkeypatch.setattr(
+        fake_assistant,
+        "classify",
+        lambda text, role=None: judged_by.append(role) or classify(text, role),
+    )
+    cq.collect(fake_assistant, [cq.Message("唉，又失眠了", "venting", "负面")])
+    assert judged_by == ["mood", "mood"]  # the message's mood, then the reply's warmth
+
+
 def test_shipped_message_set_is_well_formed():
     messages = cq.load_messages(ROOT / "tests" / "data" / "chat_messages.jsonl")
     assert len(messages) == 50

@@ -95,6 +95,27 @@ def test_snownlp_baseline():
     assert label == "正面" and 0.5 <= confidence <= 1.0
 
 
+@pytest.mark.parametrize("method", ["allinone", "published"])
+def test_llm_methods_run_the_chosen_label_role(fake_assistant, monkeypatch, method):
+    asked = []
+    prompt_for = fake_assistant.prompt_for
+    monkeypatch.setattr(
+        fake_assistant,
+        "prompt_for",
+        lambda role, text: asked.append(role.name) or prompt_for(role, text),
+    )
+    fake_assistant.engine.forget = lambda: None
+    evaluation.build_method(method, assistant=fake_assistant, role="mood")("还行吧")
+    assert asked == ["mood"]
+    evaluation.build_method(method, assistant=fake_assistant)("还行吧")
+    assert asked == ["mood", "sentiment"]
+
+
+def test_a_text_role_is_refused_before_any_row(fake_assistant):
+    with pytest.raises(InputError, match="'assistant' writes free text; eval needs a label role"):
+        evaluation.build_method("allinone", assistant=fake_assistant, role="assistant")
+
+
 def test_unknown_method_is_refused():
     with pytest.raises(InputError, match="Unknown method"):
         evaluation.build_method("bert")

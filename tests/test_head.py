@@ -7,7 +7,7 @@ from app.dispatcher import Assistant
 from app.errors import PromptsError
 from app.head import Head, fit, load_head
 from app.prompts import load_roles
-from tests.conftest import ROOT, FakeEngine, shipped_prompts_text, write
+from tests.conftest import ROOT, FakeEngine, copy_prompts, shipped_prompts_text, write
 
 
 def toy_head(fingerprint="f", bias=0.0, n=FakeEngine.hidden_size, model=FakeEngine.model_name):
@@ -32,6 +32,7 @@ def test_fit_learns_a_separable_problem_and_round_trips(tmp_path):
 
 
 def prompts_with_head(tmp_path, head: Head, system_suffix=""):
+    """The shipped prompts with `head` as the sentiment role's (the mood role keeps its own)."""
     write(tmp_path / "heads.json", head.to_json())
     shipped = "    head: heads/sentiment.json\n"
     assert shipped in shipped_prompts_text(), "the sentiment role ships with a head"
@@ -41,7 +42,7 @@ def prompts_with_head(tmp_path, head: Head, system_suffix=""):
         "只回答「正面」或「负面」，不要解释。" + system_suffix,
         1,
     )
-    return write(tmp_path / "prompts.yaml", text)
+    return copy_prompts(tmp_path, text)
 
 
 def test_head_is_loaded_for_its_role(tmp_path):
@@ -102,3 +103,19 @@ def test_shipped_head_reads_the_loaded_models_middle_layers(assistant):
     assert np.array_equal(states, again)  # the cached prefix gives the same features
     with pytest.raises(ValueError, match="middle layer"):
         assistant.engine.choose(prompt, role.labels, layers=(assistant.engine.n_layer - 1,))
+
+
+def test_mood_head_reads_everyday_lines_at_least_as_well_as_the_review_head(assistant):
+    """Why the chat's tone follows `mood`, not `sentiment`: on the 60 everyday lines the head
+    fit on 14,800 reviews scores lower than the 2,000-row one (78.3% vs 83.3% when measured)."""
+    from app.evaluation import load_labelled
+
+    lines = load_labelled(ROOT / "tests" / "data" / "conversational.csv")
+    texts, gold = [e.text for e in lines], [e.label for e in lines]
+
+    def accuracy(role: str) -> float:
+        labels = [v.label for v in assistant.classify_many(texts, role)]
+        return sum(a == b for a, b in zip(labels, gold, strict=True)) / len(gold)
+
+    mood, sentiment = accuracy("mood"), accuracy("sentiment")
+    assert mood >= sentiment and mood >= 0.75, (mood, sentiment)

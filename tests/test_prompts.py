@@ -27,8 +27,17 @@ def test_shipped_prompts_load_with_both_jobs():
     book = load_roles(ROOT / "prompts.yaml")
     assert book.sentiment.labels == ("正面", "负面")
     assert not book.chat.is_classifier
-    assert book.chat.steered_by == "sentiment"
+    assert book.chat.steered_by == "mood"
     assert set(book.chat.tones) == {"正面", "负面"}
+
+
+def test_mood_role_is_the_sentiment_prompt_with_its_own_head():
+    """Same prompt, so one cached prefix serves both; only the learned head differs."""
+    book = load_roles(ROOT / "prompts.yaml")
+    mood, sentiment = book.get("mood"), book.sentiment
+    assert mood.fingerprint() == sentiment.fingerprint()
+    assert (mood.head, sentiment.head) == ("heads/mood.json", "heads/sentiment.json")
+    assert book.heads["mood"].weights.tolist() != book.heads["sentiment"].weights.tolist()
 
 
 def test_grammar_allows_exactly_the_labels_and_parses_in_llama_cpp():
@@ -116,5 +125,5 @@ def test_defaults_must_name_existing_roles(tmp_path):
 
 def test_unknown_role_lists_the_known_ones():
     book = load_roles(ROOT / "prompts.yaml")
-    with pytest.raises(UnknownRole, match="assistant, sentiment"):
+    with pytest.raises(UnknownRole, match="assistant, mood, sentiment"):
         book.get("topic")

@@ -63,20 +63,25 @@ class LayerTap:
 
     def pooled(self, n_embd: int) -> np.ndarray:
         """Per watched layer: [last token's state, mean state over the watched tokens]."""
-        return self.pooled_each(n_embd, 1)[0]
+        rows = sum(len(chunk) for chunk in self._rows[0]) // n_embd if self._rows else 0
+        return self.pooled_each(n_embd, [rows])[0]
 
-    def pooled_each(self, n_embd: int, count: int) -> np.ndarray:
-        """`pooled` for `count` equal-length sequences decoded one after another in the batch.
+    def pooled_each(self, n_embd: int, lengths: Sequence[int]) -> np.ndarray:
+        """`pooled` for sequences decoded one after another in the batch, each padded to the
+        longest: sequence i is `lengths[i]` real tokens, then padding, which comes after the text
+        and so never touches its states.
 
-        Shape (count, layers, 2 * n_embd).
+        Shape (len(lengths), layers, 2 * n_embd).
         """
-        out = np.empty((count, len(self._rows), 2 * n_embd), dtype=np.float32)
+        out = np.empty((len(lengths), len(self._rows), 2 * n_embd), dtype=np.float32)
         for index, chunks in enumerate(self._rows):
             if not chunks:
                 raise ValueError(f"layer #{index} asked for was never computed by llama.cpp")
-            states = np.concatenate(chunks).reshape(count, -1, n_embd)
-            out[:, index, :n_embd] = states[:, -1]
-            out[:, index, n_embd:] = states.mean(axis=1)
+            states = np.concatenate(chunks).reshape(len(lengths), -1, n_embd)
+            for seq, length in enumerate(lengths):
+                text = states[seq, :length]
+                out[seq, index, :n_embd] = text[-1]
+                out[seq, index, n_embd:] = text.mean(axis=0)
         return out
 
     def _on_tensor(self, tensor: int, ask: bool, _user_data: int) -> bool:

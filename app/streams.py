@@ -8,13 +8,16 @@ every decision bit-identical to the one-text path (measured: scripts/list_batchi
   prefix (decoded alone from position 0 once, as the engine does, and restored per stream), so
   its cells sit exactly where they sit when decoded alone. In one shared KV the text's cells
   move, and attention sums round differently;
-- the texts decoded together have the SAME number of tokens: llama.cpp splits unequal
-  sequences of separate streams into several steps, and a text read in two steps rounds
-  differently from one read in one.
+- every stream of a call decodes the SAME number of tokens: llama.cpp splits unequal sequences
+  of separate streams into several steps, and a text read in two steps rounds differently from
+  one read in one. So shorter texts are padded after their end (repeating their last token):
+  causal attention keeps the padding out of the text's own states and logits, which are read at
+  the text's last real token.
 
 The context shares the loaded weights (no second model) and costs streams x cells x ~12 KB of KV.
-Measured: bit-identical on all 300 dev texts; on 1,000 reviews_train.csv texts 7 differ slightly
-(label logits within ~1e-2), cause not yet found.
+Measured with up to 7 streams a call: bit-identical on all 300 dev texts and on 1,000
+reviews_train.csv texts. Calls of 8 streams changed 7 of those 1,000 slightly (label logits within
+~1e-2); the cause is inside llama.cpp and not yet found, so the engine uses 7.
 """
 
 from __future__ import annotations
@@ -57,33 +60,34 @@ class StreamBatch:
     def decode(
         self, prefix: Sequence[int], rests: Sequence[Sequence[int]], layers: Sequence[int] = ()
     ) -> tuple[list[np.ndarray], np.ndarray]:
-        """Decode equal-length token lists after the same prefix, one stream each.
+        """Decode token lists after the same prefix, one stream each, padded to the longest.
 
         Returns each one's last-token logits, and per text the pooled states of `layers`
         (shape (len(rests), len(layers), 2 * n_embd)), as `Engine.choose` computes them.
         """
-        length = len(rests[0])
-        if any(len(rest) != length for rest in rests) or len(rests) > self.streams:
-            raise ValueError("a stream batch takes up to `streams` token lists of one length")
+        length = max(len(rest) for rest in rests)
+        if len(rests) > self.streams or not all(rests):
+            raise ValueError("a stream batch takes up to `streams` non-empty token lists")
         if length * len(rests) > self.n_batch or len(prefix) + length >= self.cells:
             raise ValueError("the texts do not fit one batch of this context")
         state = self._prefix_state(tuple(prefix))
         position = 0
         for seq, rest in enumerate(rests):
             self._reset(seq, state, len(prefix))
-            for offset, token in enumerate(rest):
-                self._put(position, token, len(prefix) + offset, seq, offset == length - 1)
+            padded = [*rest, *[rest[-1]] * (length - len(rest))]  # after the text: unseen by it
+            for offset, token in enumerate(padded):
+                self._put(position, token, len(prefix) + offset, seq, offset == len(rest) - 1)
                 position += 1
         self._decode(position, layers)
         logits = [
             np.ctypeslib.as_array(
-                llama_cpp.llama_get_logits_ith(self._context, (seq + 1) * length - 1),
+                llama_cpp.llama_get_logits_ith(self._context, seq * length + len(rest) - 1),
                 shape=(self.n_vocab,),
             ).copy()
-            for seq in range(len(rests))
+            for seq, rest in enumerate(rests)
         ]
         states = (
-            self._tap.pooled_each(self.n_embd, len(rests))
+            self._tap.pooled_each(self.n_embd, [len(rest) for rest in rests])
             if layers
             else np.empty((len(rests), 0, 2 * self.n_embd))
         )
@@ -142,3 +146,24 @@ class StreamBatch:
             llama_cpp.llama_batch_free(self._batch)
             llama_cpp.llama_free(self._context)
             self._context = None
+
+
+def plan(lengths: Sequence[int], *, streams: int, n_batch: int, slack: int) -> list[list[int]]:
+    """Group texts (by index) for `StreamBatch.decode`: shortest first, each group's lengths
+    within `slack` tokens of each other (padding is wasted work) and its padded size within
+    `n_batch`. A text too long to share a batch gets a group of its own."""
+    groups: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        group = groups[-1] if groups else []
+        longest = lengths[index]  # sorted: the newcomer is the longest
+        fits = (
+            group
+            and len(group) < streams
+            and longest - lengths[group[0]] <= slack
+            and longest * (len(group) + 1) <= n_batch
+        )
+        if fits:
+            group.append(index)
+        else:
+            groups.append([index])
+    return groups

@@ -6,8 +6,9 @@ import numpy as np
 
 from app.dispatcher import Assistant
 from app.hidden import LayerTap
+from app.streams import plan
 
-# Pairs of equal token length (so the list path decodes them together) and odd ones out.
+# Texts of close token lengths: the list path decodes them together, the shorter ones padded.
 TEXTS = [
     "这家酒店的服务非常好。",
     "这家酒店的服务非常差。",
@@ -17,7 +18,18 @@ TEXTS = [
     "物流很快。",
     "屏幕清晰，电池耐用，性价比很高，推荐购买。",
     "屏幕模糊，电池不耐用，性价比很低，不推荐。",
+    "还行吧。",
+    "一般般，没什么特别的，不过价格还算公道。",
 ]
+
+
+def test_some_texts_share_a_call_padded_to_a_longer_one(assistant: Assistant) -> None:
+    """Guards the test below: it must exercise padding, not only equal lengths."""
+    role = assistant.roles.get("sentiment")
+    prompts = [assistant.prompt_for(role, text) for text in TEXTS]
+    lengths = [len(p.tokens) - p.prefix_len for p in prompts]
+    groups = plan(lengths, streams=7, n_batch=assistant.engine.n_batch, slack=8)
+    assert any(len({lengths[i] for i in group}) > 1 for group in groups)
 
 
 def test_list_verdicts_are_bit_identical_to_one_by_one(assistant: Assistant) -> None:
@@ -44,9 +56,32 @@ def test_pooled_each_splits_the_batch_rows_by_sequence() -> None:
     tap = LayerTap()
     rows = np.arange(2 * 3 * 4, dtype=np.float32)  # 2 sequences x 3 tokens x 4 features
     tap._rows = [[rows[:12], rows[12:]]]  # arrives in two chunks, as llama.cpp may hand it over
-    pooled = tap.pooled_each(4, 2)
+    pooled = tap.pooled_each(4, [3, 3])
     states = rows.reshape(2, 3, 4)
     assert pooled.shape == (2, 1, 8)
     np.testing.assert_array_equal(pooled[:, 0, :4], states[:, -1])
     np.testing.assert_array_equal(pooled[:, 0, 4:], states.mean(axis=1))
-    np.testing.assert_array_equal(tap.pooled_each(4, 1)[0], tap.pooled(4))
+
+
+def test_pooled_each_leaves_the_padding_out() -> None:
+    tap = LayerTap()
+    rows = np.arange(2 * 3 * 4, dtype=np.float32)
+    tap._rows = [[rows]]
+    states = rows.reshape(2, 3, 4)
+    pooled = tap.pooled_each(4, [2, 3])  # the first sequence: 2 tokens + 1 of padding
+    np.testing.assert_array_equal(pooled[0, 0, :4], states[0, 1])
+    np.testing.assert_array_equal(pooled[0, 0, 4:], states[0, :2].mean(axis=0))
+    np.testing.assert_array_equal(pooled[1, 0, 4:], states[1].mean(axis=0))
+    tap._rows = [[rows[:8]]]  # one text of two tokens, as the one-text path pools it
+    np.testing.assert_array_equal(tap.pooled(4), pooled[0])
+
+
+def test_plan_groups_close_lengths_within_the_limits() -> None:
+    lengths = [10, 50, 12, 11, 300, 19, 18, 40]
+    groups = plan(lengths, streams=3, n_batch=512, slack=8)
+    assert groups == [[0, 3, 2], [6, 5], [7], [1], [4]]
+    assert plan([200, 200, 200], streams=7, n_batch=512, slack=8) == [[0, 1], [2]]
+    assert plan([], streams=7, n_batch=512, slack=8) == []
+    assert sorted(i for g in plan(lengths, streams=7, n_batch=64, slack=0) for i in g) == list(
+        range(8)
+    )

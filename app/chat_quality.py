@@ -82,8 +82,7 @@ def collect(
     seed: int = 7,
     progress: Callable[[int], None] | None = None,
 ) -> list[Reply]:
-    chat = assistant.roles.chat
-    judge = chat.steered_by or assistant.roles.defaults.sentiment  # as respond() picks it
+    judge = assistant.roles.steering(assistant.roles.chat).name  # the role respond() asks
     replies = []
     for message in messages:
         started = time.perf_counter()

@@ -192,10 +192,9 @@ class Assistant:
         role: str | None = None,
         **sampling: object,
     ) -> tuple[Verdict, Iterator[str]]:
-        """Feel, then reply: the sentiment of `text` picks the tone of the streamed reply."""
+        """Feel, then reply: the steering role's verdict on `text` picks the reply's tone."""
         chosen = self.roles.get(role or self.roles.defaults.chat)
-        judge = chosen.steered_by or self.roles.defaults.sentiment
-        verdict = self.classify(text, judge)
+        verdict = self.classify(text, self.roles.steering(chosen).name)
         return verdict, self.reply(text, history, role=chosen.name, tone=verdict.label, **sampling)
 
     def run(self, role: str, text: str) -> Verdict | Iterator[str]:

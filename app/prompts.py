@@ -173,6 +173,10 @@ class RoleBook(_Strict):
     def sentiment(self) -> Role:
         return self.get(self.defaults.sentiment)
 
+    def steering(self, role: Role) -> Role:
+        """The label role whose verdict on a message picks `role`'s tone (default: sentiment)."""
+        return self.get(role.steered_by or self.defaults.sentiment)
+
     @property
     def chat(self) -> Role:
         return self.get(self.defaults.chat)

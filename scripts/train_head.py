@@ -26,6 +26,7 @@ from tqdm import tqdm  # noqa: E402
 from app.baselines import read_training  # noqa: E402
 from app.dispatcher import Assistant  # noqa: E402
 from app.evaluation import DEFAULT_TRAIN  # noqa: E402
+from app.files import windows  # noqa: E402
 from app.head import fit  # noqa: E402
 from app.prompts import Role  # noqa: E402
 
@@ -96,15 +97,22 @@ def main() -> None:
 def extract(
     assistant: Assistant, role: Role, texts: list[str], layers: tuple[int, ...]
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per text: the layers' pooled states, and P(labels[0]) from the label logits alone."""
+    """Per text: the layers' pooled states, and P(labels[0]) from the label logits alone.
+
+    Through the list path (`choose_many`), whose results equal one-text `choose` bit for bit
+    (tests/test_streams.py) and which reads close-length texts together: ~20% faster here.
+    """
     engine = assistant.engine
     states = np.empty((len(texts), len(layers), 2 * engine.n_embd), dtype=np.float32)
     first_label = np.empty(len(texts))
-    for i, text in enumerate(tqdm(texts, desc="features", unit="row")):
-        probabilities, states[i] = engine.choose(
-            assistant.prompt_for(role, text), role.labels, layers=layers
-        )
-        first_label[i] = probabilities[0]
+    done = 0
+    with tqdm(total=len(texts), desc="features", unit="row") as bar:
+        for window in windows(texts, 512):
+            prompts = [assistant.prompt_for(role, text) for text in window]
+            for probabilities, pooled in engine.choose_many(prompts, role.labels, layers=layers):
+                states[done], first_label[done] = pooled, probabilities[0]
+                done += 1
+            bar.update(len(window))
     return states, first_label
 
 

@@ -31,11 +31,17 @@ def test_shipped_prompts_load_with_both_jobs():
     assert set(book.chat.tones) == {"正面", "负面"}
 
 
-def test_mood_role_is_the_sentiment_prompt_with_its_own_head():
-    """Same prompt, so one cached prefix serves both; only the learned head differs."""
+def test_mood_role_is_the_sentiment_prompt_with_the_cue_kept_and_its_own_head():
+    """The same system prompt and examples; mood keeps the "情感：" cue after the text, which
+    everyday lines need, while the review role drops it for a shorter tail per text."""
     book = load_roles(ROOT / "prompts.yaml")
     mood, sentiment = book.get("mood"), book.sentiment
-    assert mood.fingerprint() == sentiment.fingerprint()
+    assert (mood.system, mood.examples, mood.labels) == (
+        sentiment.system,
+        sentiment.examples,
+        sentiment.labels,
+    )
+    assert mood.template == sentiment.template + "\n情感："
     assert (mood.head, sentiment.head) == ("heads/mood.json", "heads/sentiment.json")
     assert book.heads["mood"].weights.tolist() != book.heads["sentiment"].weights.tolist()
 

@@ -26,7 +26,7 @@ from app.config import Settings, load_settings
 from app.engine import Engine, Prompt, Sampling
 from app.errors import InputError, InputTooLong
 from app.files import windows
-from app.head import Head
+from app.head import Head, check_fits
 from app.models import resolve_model_path
 from app.prompts import Role, RoleBook, load_roles
 
@@ -101,6 +101,10 @@ class Assistant:
             extra_buffers=settings.extra_buffers,
             verbose=settings.verbose,
         )
+        for name, head in roles.heads.items():
+            if head.model == engine.model_name:  # a foreign head falls back to the logits
+                where = f"{settings.prompts}: role {name!r}, field 'head'"
+                check_fits(head, engine.n_layer, engine.n_embd, name, where)
         return cls(engine, roles, settings)
 
     # -- label roles ---------------------------------------------------------------------

@@ -93,6 +93,22 @@ def load_head(path: Path, where: str) -> Head:
     return head
 
 
+def check_fits(head: Head, n_layer: int, n_embd: int, role: str, where: str) -> None:
+    """Refuse, at load time, a head the loaded model cannot feed (a hand-edited or truncated
+    file): its layers must be middle layers of the model and its width twice the model's."""
+    outside = [layer for layer in head.layers if not 0 <= layer < n_layer - 1]
+    if outside:
+        raise PromptsError(
+            f"{where}: the head reads layers {outside}, but this model's middle layers are "
+            f"0-{n_layer - 2}. Retrain it: python scripts/train_head.py --role {role}"
+        )
+    if len(head.weights) != 2 * n_embd:
+        raise PromptsError(
+            f"{where}: the head takes {len(head.weights)} features, but this model gives "
+            f"{2 * n_embd}. Retrain it: python scripts/train_head.py --role {role}"
+        )
+
+
 def features(states: np.ndarray) -> np.ndarray:
     """One row of head features from per-layer states: their average over the layers."""
     return np.asarray(states, dtype=np.float64).mean(axis=-2)

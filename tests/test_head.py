@@ -1,13 +1,22 @@
 """The learned head: fit, save, load, tie to its prompt, and use in classify()."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from app.dispatcher import Assistant
 from app.errors import PromptsError
-from app.head import Head, fit, load_head
+from app.head import Head, check_fits, fit, load_head
 from app.prompts import load_roles
-from tests.conftest import ROOT, FakeEngine, copy_prompts, shipped_prompts_text, write
+from tests.conftest import (
+    ROOT,
+    FakeEngine,
+    copy_prompts,
+    run_cli,
+    shipped_prompts_text,
+    write,
+)
 
 
 def toy_head(fingerprint="f", bias=0.0, n=FakeEngine.hidden_size, model=FakeEngine.model_name):
@@ -62,6 +71,17 @@ def test_broken_head_file_names_the_field(tmp_path):
     write(tmp_path / "heads.json", "{not json")
     with pytest.raises(PromptsError, match="field 'head'"):
         load_roles(path)
+
+
+@pytest.mark.parametrize(
+    ("layers", "width", "message"),
+    [((5, 23), 8, r"layers \[23\].*0-22"), ((5, 6), 6, "takes 8 features.*gives 6")],
+)
+def test_a_head_the_model_cannot_feed_is_refused(layers, width, message):
+    head = dataclasses.replace(toy_head(n=8), layers=layers)
+    with pytest.raises(PromptsError, match=message + ".*train_head.py --role mood"):
+        check_fits(head, n_layer=24, n_embd=width // 2, role="mood", where="here")
+    check_fits(toy_head(n=8), n_layer=24, n_embd=4, role="mood", where="here")  # fits: no error
 
 
 @pytest.mark.parametrize(("bias", "label"), [(3.0, "正面"), (-3.0, "负面")])
@@ -119,3 +139,13 @@ def test_mood_head_reads_everyday_lines_at_least_as_well_as_the_review_head(assi
 
     mood, sentiment = accuracy("mood"), accuracy("sentiment")
     assert mood >= sentiment and mood >= 0.75, (mood, sentiment)
+
+
+@pytest.mark.model
+def test_a_hand_edited_head_naming_a_missing_layer_fails_at_load_with_a_hint(model_path, tmp_path):
+    head = load_head(ROOT / "heads" / "sentiment.json", "shipped")
+    edited = dataclasses.replace(head, layers=(*head.layers[:-1], 40))
+    prompts = prompts_with_head(tmp_path, edited)
+    result = run_cli("run", "sentiment", "好吃", "--prompts", str(prompts))
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "layers [40]" in result.stderr and "train_head.py --role sentiment" in result.stderr

@@ -47,11 +47,11 @@ _PREFIX_CACHE_SIZE = 16  # roles x tones; each entry is a few hundred KB
 # Lists: texts decoded together, each in a KV stream of this many cells (streams x cells x
 # ~12 KB of KV for the 0.5B models: 42 MB). Seven, not eight: calls of eight streams changed the
 # logits of 7 in 1,000 train texts slightly; seven kept 1,300 of 1,300 bit-identical.
-_STREAMS = 7
+STREAMS = 7
 STREAM_CELLS = 512
 # Texts whose lengths differ by up to this many tokens share a call (the shorter ones padded):
 # 2% of the tokens decoded are padding on dev, and its 300 texts take 50 calls instead of 110.
-_PAD_SLACK = 8
+PAD_SLACK = 8
 
 
 @dataclass(frozen=True)
@@ -333,7 +333,7 @@ class Engine:
             rests = [prompts[index].tokens[len(prefix) :] for index in members]
             lengths = [len(rest) for rest in rests]
             streams = self._stream_count()
-            for group in plan(lengths, streams=streams, n_batch=self.n_batch, slack=_PAD_SLACK):
+            for group in plan(lengths, streams=streams, n_batch=self.n_batch, slack=PAD_SLACK):
                 if len(group) == 1:
                     index = members[group[0]]
                     results[index] = self.choose(prompts[index], labels, layers=layers)
@@ -352,7 +352,7 @@ class Engine:
 
     def _stream_count(self) -> int:
         """A small --batch (the low-memory profile) fits few texts a call: fewer streams."""
-        return min(_STREAMS, max(2, self.n_batch // 32))
+        return min(STREAMS, max(2, self.n_batch // 32))
 
     def _stream_batch(self) -> StreamBatch:
         if self._streams is None:

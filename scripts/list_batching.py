@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from app.engine import PAD_SLACK, STREAM_CELLS, STREAMS  # noqa: E402
 from app.evaluation import DEFAULT_DEV, load_labelled  # noqa: E402
 
 
@@ -34,12 +35,12 @@ def main() -> None:
         "--data", type=Path, default=DEFAULT_DEV, help="labelled file (default: %(default)s)"
     )
     parser.add_argument(
-        "--streams", type=int, default=7, help="sequences per batch (default: %(default)s)"
+        "--streams", type=int, default=STREAMS, help="sequences per batch (default: %(default)s)"
     )
     parser.add_argument(
         "--slack",
         type=int,
-        default=8,
+        default=PAD_SLACK,
         help="largest length difference, in tokens, within one call (default: %(default)s)",
     )
     parser.add_argument("--limit", type=int, default=300, help="texts (default: %(default)s)")
@@ -51,7 +52,6 @@ def main() -> None:
 
     from app.bench import raw_floor
     from app.dispatcher import Assistant
-    from app.engine import STREAM_CELLS
     from app.streams import StreamBatch, plan
 
     assistant = Assistant.load(heads=False)

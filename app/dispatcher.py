@@ -104,7 +104,7 @@ class Assistant:
         for name, head in roles.heads.items():
             if head.model == engine.model_name:  # a foreign head falls back to the logits
                 where = f"{settings.prompts}: role {name!r}, field 'head'"
-                check_fits(head, engine.n_layer, engine.n_embd, name, where)
+                check_fits(head, engine.middle_layers, engine.n_embd, name, where)
         return cls(engine, roles, settings)
 
     # -- label roles ---------------------------------------------------------------------

@@ -115,6 +115,8 @@ class Engine:
         self.n_embd = self.llm.n_embd()
         self.n_batch = self.llm.n_batch
         self.n_layer = llama_cpp.llama_model_n_layer(self.llm._model.model)
+        # Layers whose states a head may read: all but the last, whose output is the logits'.
+        self.middle_layers = range(self.n_layer - 1)
         self._ctx = self.llm._ctx.ctx
         self._vocab = self.llm._model.vocab
         self._lock = threading.Lock()
@@ -299,7 +301,7 @@ class Engine:
         label_tokens = [self.tokenize(label) for label in labels]
         self.check_fits(prompt, reserve=max(len(t) for t in label_tokens))
         for layer in layers:
-            if not 0 <= layer < self.n_layer - 1:
+            if layer not in self.middle_layers:
                 raise ValueError(f"layer {layer} is not a middle layer of this model")
         with self._lock:
             self._evaluate(prompt, exact=True, layers=layers)

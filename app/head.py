@@ -93,14 +93,14 @@ def load_head(path: Path, where: str) -> Head:
     return head
 
 
-def check_fits(head: Head, n_layer: int, n_embd: int, role: str, where: str) -> None:
+def check_fits(head: Head, middle_layers: range, n_embd: int, role: str, where: str) -> None:
     """Refuse, at load time, a head the loaded model cannot feed (a hand-edited or truncated
-    file): its layers must be middle layers of the model and its width twice the model's."""
-    outside = [layer for layer in head.layers if not 0 <= layer < n_layer - 1]
+    file): its layers must be the model's `middle_layers` and its width twice the model's."""
+    outside = [layer for layer in head.layers if layer not in middle_layers]
     if outside:
         raise PromptsError(
             f"{where}: the head reads layers {outside}, but this model's middle layers are "
-            f"0-{n_layer - 2}. Retrain it: python scripts/train_head.py --role {role}"
+            f"0-{middle_layers[-1]}. Retrain it: python scripts/train_head.py --role {role}"
         )
     if len(head.weights) != 2 * n_embd:
         raise PromptsError(

@@ -70,9 +70,10 @@ def main() -> None:
     rows = balanced_sample(texts, labels, role.labels, args.rows, args.seed)
 
     engine = assistant.engine
-    if not all(0 <= layer < engine.n_layer - 1 for layer in args.layers):
+    if not all(layer in engine.middle_layers for layer in args.layers):
         sys.exit(
-            f"--layers must lie within 0-{engine.n_layer - 2}: this model has {engine.n_layer}."
+            f"--layers must lie within 0-{engine.middle_layers[-1]}: "
+            f"this model has {engine.n_layer}."
         )
     states, first_label = extract(assistant, role, [text for text, _ in rows], args.layers)
     targets = [1 if label == role.labels[0] else 0 for _, label in rows]

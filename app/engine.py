@@ -35,6 +35,7 @@ from llama_cpp._internals import LlamaSampler
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from app.errors import InputTooLong, ModelLoadError, ModelNotFound
+from app.guards import Ban
 from app.hidden import LayerTap, deferred_signals
 from app.streams import StreamBatch, plan
 
@@ -43,7 +44,7 @@ CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-_PREFIX_CACHE_SIZE = 16  # roles x tones; each entry is a few hundred KB
+_PREFIX_CACHE_SIZE = 16  # roles x tones (x retrieved examples); a few hundred KB to a few MB each
 # Lists: texts decoded together, each in a KV stream of this many cells (streams x cells x
 # ~12 KB of KV for the 0.5B models: 42 MB). Seven, not eight: calls of eight streams changed the
 # logits of 7 in 1,000 train texts slightly; seven kept 1,300 of 1,300 bit-identical.
@@ -65,6 +66,9 @@ class Sampling:
     max_tokens: int = 256
     stop: tuple[str, ...] = ()
     seed: int = 0
+    max_sentences: int = 0  # end after this many sentences (0: no limit)
+    banned: tuple[tuple[int, ...], ...] = ()  # token sequences never completed (app/guards.py)
+    no_repeat: int = 0  # no run of this many tokens twice in the reply (0: off)
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class Prompt:
 
     tokens: list[int]
     prefix_len: int = 0
+    base_len: int = 0  # a shorter start of the prefix that several prefixes share (chat only)
 
 
 class Engine:
@@ -124,6 +129,7 @@ class Engine:
         self._prefix_states: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
         self._kv_prefix: tuple[int, ...] | None = None  # the cached prefix the KV starts with
         self._streams: StreamBatch | None = None  # made on the first list that can use it
+        self._phrase_tokens: dict[str, list[tuple[int, ...]]] = {}
         self.generated_tokens = 0  # tokens sampled by stream() since the load, for benchmarks
         template = self.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         specials = {
@@ -145,7 +151,12 @@ class Engine:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special)
 
     def chat_prompt(
-        self, messages: Sequence[dict[str, str]], *, prefix_messages: int = 0, lead: str = ""
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        prefix_messages: int = 0,
+        lead: str = "",
+        base_messages: int = 0,
     ) -> Prompt:
         """Render messages with the model's own chat template, ready for the assistant's turn.
 
@@ -155,6 +166,8 @@ class Engine:
         prefix too, so each new text costs only its own tokens and the template's tail.
         Message contents are tokenized with special tokens OFF, so text such as "<|im_end|>"
         typed by a user stays text and can never close a turn or forge a role.
+        `base_messages` marks a shorter start of the prefix that other prefixes share (a chat
+        role's system prompt before its retrieved examples): the engine keeps it too.
         """
         markers = [f"\x00{index}\x00" for index in range(len(messages))]
         placeholders = [
@@ -168,9 +181,11 @@ class Engine:
             boundary = len(head) if full.startswith(head) else -1
 
         tokens: list[int] = []
-        prefix_len = 0
+        prefix_len = base_len = 0
         position = 0
-        for message, marker in [*zip(messages, markers, strict=True), ({"content": ""}, None)]:
+        for index, (message, marker) in enumerate(
+            [*zip(messages, markers, strict=True), ({"content": ""}, None)]
+        ):
             at = full.find(marker, position) if marker else len(full)
             if at < 0:
                 raise ModelLoadError(
@@ -182,6 +197,8 @@ class Engine:
                 prefix_len = len(tokens)
                 segment = segment[boundary - position :]
             tokens += self.tokenize(segment, special=True)
+            if index == base_messages and 0 < base_messages < prefix_messages:
+                base_len = len(tokens)
             content = message["content"]
             final = marker is not None and marker == markers[-1]
             only_final_follows = prefix_len > 0 and prefix_messages == len(messages) - 1
@@ -191,7 +208,20 @@ class Engine:
                 content = content[len(lead) :]
             tokens += self.tokenize(content) if marker else []
             position = at + len(marker or "")
-        return Prompt(tokens=tokens, prefix_len=prefix_len)
+        return Prompt(tokens=tokens, prefix_len=prefix_len, base_len=min(base_len, prefix_len))
+
+    def phrase_tokens(self, phrases: Sequence[str]) -> list[tuple[int, ...]]:
+        """Token sequences that write any of `phrases`: each one's own tokenization, plus every
+        single token whose text contains it (e.g. 很开心 for 开心). For app/guards.py."""
+        missing = [phrase for phrase in phrases if phrase and phrase not in self._phrase_tokens]
+        if missing:
+            pieces = [self._piece(token) for token in range(self.n_vocab)]  # ~0.2 s, once
+            for phrase in missing:
+                wanted = phrase.encode("utf-8")
+                found = {tuple(self.tokenize(phrase))}
+                found |= {(token,) for token, piece in enumerate(pieces) if wanted in piece}
+                self._phrase_tokens[phrase] = sorted(found)
+        return [seq for phrase in phrases if phrase for seq in self._phrase_tokens[phrase]]
 
     def _piece(self, token: int) -> bytes:
         """The raw bytes of one token (control tokens give none); may be part of a character."""
@@ -232,9 +262,17 @@ class Engine:
         if prefix and not (held >= len(prefix) and self._kv_prefix == prefix):
             if prefix in self._prefix_states:
                 self._restore(prefix)
-            else:
+            elif exact:
                 self._truncate(0)
                 self._decode(list(prefix))
+                self._save(prefix)
+            else:  # chat: start from the longest saved or held part (a role's tone prefix)
+                start = self._restore_longest(prefix, held)
+                if start < prompt.base_len < len(prefix):  # keep the shared start on its own
+                    self._decode(list(prefix[start : prompt.base_len]))
+                    self._save(prefix[: prompt.base_len])
+                    start = prompt.base_len
+                self._decode(list(prefix[start:]))
                 self._save(prefix)
             self._kv_prefix = prefix
             held = len(prefix)
@@ -246,6 +284,22 @@ class Engine:
             self._kv_prefix = None
         with self._tap.watch(layers):
             self._decode(tokens[keep:])
+
+    def _restore_longest(self, prefix: tuple[int, ...], held: int) -> int:
+        """Put the longest known start of `prefix` in the KV (a saved prefix state, or what the
+        KV already holds) and return its length. Only for chat: a prefix built in two calls
+        rounds differently from one decoded at once (see `_evaluate`)."""
+        saved = max(
+            (p for p in self._prefix_states if len(p) < len(prefix) and prefix[: len(p)] == p),
+            key=len,
+            default=(),
+        )
+        if len(saved) > min(held, len(prefix) - 1):
+            self._restore(saved)
+            return len(saved)
+        start = min(held, len(prefix) - 1)
+        self._truncate(start)
+        return start
 
     def _decode(self, tokens: Sequence[int]) -> None:
         with deferred_signals():  # see app/hidden.py: Ctrl-C must not land in the callback
@@ -435,18 +489,32 @@ class Engine:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = tuple(s for s in sampling.stop if s)
         hold = max((len(s) for s in stops), default=1) - 1
+        ban = Ban(sampling.banned)
+        generated: list[int] = []
+        sentences = _SentenceCount(sampling.max_sentences)
         pending = ""
         with self._lock:
             self._evaluate(prompt, exact=False)
             for _ in range(budget):
+                banned = ban.banned_after(generated) if ban else ()
+                if banned:  # the sampler reads these logits: a -inf token cannot be drawn
+                    self._last_logits()[list(banned)] = -np.inf
                 token = sampler.sample(self.llm._ctx, -1)
                 if llama_cpp.llama_vocab_is_eog(
                     self._vocab, token
                 ) or llama_cpp.llama_vocab_is_control(self._vocab, token):
                     break
                 self.generated_tokens += 1
-                pending += decoder.decode(self._piece(token))
+                generated.append(token)
+                if sampling.no_repeat >= 2 and len(generated) >= sampling.no_repeat:
+                    ban.add(generated[-sampling.no_repeat :])
+                piece = decoder.decode(self._piece(token))
+                pending += piece
                 cut = _find_stop(pending, stops)
+                enough = sentences.after(piece)
+                if enough is not None:  # the last sentence asked for ended: cut what follows
+                    end = len(pending) - enough
+                    cut = end if cut is None else min(cut, end)
                 if cut is not None:
                     pending = pending[:cut]
                     break
@@ -558,6 +626,38 @@ def _common_prefix(held: Sequence[int], wanted: Sequence[int]) -> int:
             break
         count += 1
     return count
+
+
+_SENTENCE_ENDS = "。！？!?"
+_CLOSERS = "”’」』）)"  # a closing quote or bracket right after the end mark belongs to it
+
+
+class _SentenceCount:
+    """Counts sentence ends in generated text, to stop after the `limit`-th (0: never).
+
+    A run of end marks ("！！", "？！") ends one sentence; an ellipsis (……) ends none.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self._in_run = False
+
+    def after(self, piece: str) -> int | None:
+        """Feed the next piece; when the limit's sentence ends inside it, how many of its
+        characters come after that sentence's end marks (to cut them); else None."""
+        if not self.limit:
+            return None
+        for index, char in enumerate(piece):
+            if char in _SENTENCE_ENDS or (self._in_run and char in _CLOSERS):
+                self._in_run = True
+                continue
+            if self._in_run:
+                self._in_run = False
+                self.count += 1
+                if self.count >= self.limit:
+                    return len(piece) - index
+        return None
 
 
 def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:

@@ -29,6 +29,9 @@ _FLAG_NAMES = {
 }
 
 
+_PATH_FIELDS = {"models_dir", "prompts", "cache_dir"}
+
+
 def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add one --flag per Settings field (help = its description, default and env var)."""
     for name, field in reversed(list(Settings.model_fields.items())):
@@ -39,7 +42,7 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
         if field.annotation is bool:
             option = click.option(flag, name, is_flag=True, default=None, help=help_text)
         else:
-            kind: Any = click.Path(path_type=Path) if name in {"models_dir", "prompts"} else None
+            kind: Any = click.Path(path_type=Path) if name in _PATH_FIELDS else None
             if field.annotation in (int, int | None):
                 kind = int
             option = click.option(flag, name, default=None, type=kind, help=help_text)
@@ -62,6 +65,20 @@ def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             sys.exit(130)
 
     return wrapper
+
+
+def _prepare_bank(assistant: Any) -> None:
+    """Read the chat role's example bank before the first message, with a progress bar (once
+    per model: later runs load the cached vectors at once)."""
+    from tqdm import tqdm
+
+    with tqdm(unit="exchange", desc="example bank", disable=None, file=sys.stderr) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        assistant.prepare_bank(progress=progress)
 
 
 def _load(settings: dict[str, Any]):  # -> Assistant (imported lazily: --help stays instant)
@@ -104,6 +121,8 @@ def chat(
     if once is not None and not once.strip():
         raise InputError('--once needs some text, e.g. --once "今天又被老板骂了。"')
     assistant = _load(settings)
+    if not no_sentiment:
+        _prepare_bank(assistant)
     sampling = {"temperature": temperature, "max_tokens": max_tokens}
     history: list[Turn] = []
 
@@ -433,9 +452,10 @@ def eval_chat(
     )
     items = chat_quality.load_messages(path, limit)
     assistant = _load(settings)
+    _prepare_bank(assistant)
     with tqdm(total=len(items), unit="msg", disable=None, file=sys.stderr) as bar:
         replies = chat_quality.collect(assistant, items, progress=bar.update)
-    summary = chat_quality.summarise(replies)
+    summary = chat_quality.summarise(replies, chat_quality.example_texts(assistant))
     click.echo(chat_quality.table(summary))
     folder = out_dir or Path("reports") / "eval-chat"
     folder.mkdir(parents=True, exist_ok=True)
@@ -499,6 +519,7 @@ def serve(host: str, port: int, **settings: Any) -> None:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     assistant = _load(settings)  # load first: a bad model is a one-line error, not a traceback
+    _prepare_bank(assistant)  # before the first request, not inside it
     click.echo(
         f"Serving {assistant.engine.model_name} on http://{host}:{port}/ (Ctrl-C stops)", err=True
     )

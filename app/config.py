@@ -36,6 +36,12 @@ def default_models_dir() -> Path:
     return Path(base) / "allinone" / "models"
 
 
+def default_cache_dir() -> Path:
+    """Per-user cache for what is computed once per model (the example bank's vectors)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "allinone"
+
+
 def default_threads() -> int:
     """llama.cpp is fastest with one thread per physical core; 4 is plenty for a 0.5B model."""
     return max(1, min(4, os.cpu_count() or 1))
@@ -55,6 +61,11 @@ class Settings(BaseSettings):
     models_dir: Path = Field(
         default_factory=default_models_dir,
         description="Folder that holds downloaded GGUF files.",
+    )
+    cache_dir: Path = Field(
+        default_factory=default_cache_dir,
+        description="Folder for what is computed once per model and kept (the example bank's "
+        "vectors); safe to delete.",
     )
     prompts: Path = Field(
         default_factory=lambda: bundled_file("prompts.yaml", "prompts.yaml"),

@@ -17,18 +17,22 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import numpy as np
+
+from app.bank import Exchange
 from app.config import Settings, load_settings
 from app.engine import Engine, Prompt, Sampling
 from app.errors import InputError, InputTooLong
 from app.files import windows
-from app.head import Head, check_fits
+from app.guards import copy_runs
+from app.head import Head, check_fits, features
 from app.models import resolve_model_path
-from app.prompts import Role, RoleBook, load_roles
+from app.prompts import Example, Role, RoleBook, load_roles
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +63,17 @@ class EngineLike(Protocol):
 
     n_ctx: int
     model_name: str
+    middle_layers: range
 
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]: ...
+    def phrase_tokens(self, phrases: Sequence[str]) -> list[tuple[int, ...]]: ...
     def chat_prompt(
-        self, messages: Sequence[dict[str, str]], *, prefix_messages: int = 0, lead: str = ""
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        prefix_messages: int = 0,
+        lead: str = "",
+        base_messages: int = 0,
     ) -> Prompt: ...
     def check_fits(self, prompt: Prompt, reserve: int = 1) -> None: ...
     def choose(
@@ -116,13 +128,22 @@ class Assistant:
     def classify(self, text: str, role: str | None = None, *, decode: Decode = "auto") -> Verdict:
         """Run a label role (default: the sentiment role) on `text`."""
         chosen = self._label_role(role)
-        prompt = self.prompt_for(chosen, _require_text(text))
         if decode == "grammar":
+            prompt = self.prompt_for(chosen, _require_text(text))
             label = self.engine.choose_with_grammar(prompt, chosen.grammar(), chosen.labels)
             return Verdict(label=label, confidence=float("nan"))
-        head = self._head_for(chosen) if decode == "auto" else None
-        layers = head.layers if head is not None else ()
-        return _verdict(chosen, head, *self.engine.choose(prompt, chosen.labels, layers=layers))
+        return self._judge(text, chosen, use_head=decode == "auto")[0]
+
+    def _judge(
+        self, text: str, role: Role, *, use_head: bool = True, layers: Sequence[int] = ()
+    ) -> tuple[Verdict, np.ndarray]:
+        """The verdict, and the pooled states of the head's layers (or of `layers` when the
+        role's head is not in use): what the example bank compares messages by."""
+        prompt = self.prompt_for(role, _require_text(text))
+        head = self._head_for(role) if use_head else None
+        watched = head.layers if head is not None else tuple(layers)
+        probabilities, states = self.engine.choose(prompt, role.labels, layers=watched)
+        return _verdict(role, head, probabilities, states), states
 
     def _head_for(self, role: Role) -> Head | None:
         """The role's learned head, if it was trained on the loaded model (else: label logits)."""
@@ -182,10 +203,31 @@ class Assistant:
         instruction. Old turns are dropped, oldest first, to keep the prompt inside the context.
         """
         chosen = self.roles.get(role or self.roles.defaults.chat)
-        if chosen.is_classifier:
-            raise InputError(f"Role {chosen.name!r} answers with labels; use classify() for it.")
-        settings = self._sampling(chosen, sampling)
-        prompt = self._fit_history(chosen, _require_text(text), list(history), tone, settings)
+        return self._reply(chosen, text, history, tone, 1.0, (), sampling)
+
+    def _reply(
+        self,
+        role: Role,
+        text: str,
+        history: Sequence[Turn],
+        tone: str | None,
+        confidence: float,
+        shots: Sequence[Exchange],
+        sampling: dict[str, object],
+    ) -> Iterator[str]:
+        if role.is_classifier:
+            raise InputError(f"Role {role.name!r} answers with labels; use classify() for it.")
+        settings, no_copy = self._sampling(role, sampling)
+        text = _require_text(text)
+        fixed = role.examples_for(tone)
+        examples = [*fixed, *shots]
+        banned = list(self.engine.phrase_tokens(role.avoided(tone, confidence)))
+        for source in [text, *(example.output for example in examples)]:
+            banned += copy_runs(self.engine.tokenize(source), no_copy)
+        settings = replace(settings, banned=tuple(banned), no_repeat=no_copy)
+        prefix = self._prefix_messages(role, tone, examples)
+        base = 1 + 2 * len(fixed)  # system + fixed turns: shared by every group's shots
+        prompt = self._fit_history(role, prefix, base, text, list(history), settings)
         return self.engine.stream(prompt, settings)
 
     def respond(
@@ -196,10 +238,71 @@ class Assistant:
         role: str | None = None,
         **sampling: object,
     ) -> tuple[Verdict, Iterator[str]]:
-        """Feel, then reply: the steering role's verdict on `text` picks the reply's tone."""
+        """Feel, then reply: the steering role's verdict on `text` picks the reply's tone (its
+        instruction and the words it avoids), and, when the role has an example bank, the
+        exchanges of the group nearest to `text` become the few-shot turns (found with the
+        states the verdict's decode produced anyway). A message nearest a group whose mood the
+        steering role has no label for (中性 questions) takes that group's tone instead."""
         chosen = self.roles.get(role or self.roles.defaults.chat)
-        verdict = self.classify(text, self.roles.steering(chosen).name)
-        return verdict, self.reply(text, history, role=chosen.name, tone=verdict.label, **sampling)
+        steering = self._label_role(self.roles.steering(chosen).name)
+        bank = self.roles.banks.get(chosen.name)
+        layers = self._bank_layers(steering) if bank else ()
+        verdict, states = self._judge(text, steering, layers=layers)
+        shots: list[Exchange] = []
+        tone = verdict.label
+        if bank is not None and chosen.bank is not None:
+            self.prepare_bank(chosen.name)
+            shots = bank.shots(features(states), chosen.bank.k, verdict.label, steering.labels)
+            if shots and shots[-1].mood not in steering.labels:
+                # The message is nearest a group the steering role has no label for (中性
+                # questions: the two-label mood step calls most of them 负面): its tone rules.
+                tone = shots[-1].mood
+        return verdict, self._reply(
+            chosen, text, history, tone, verdict.confidence, shots, sampling
+        )
+
+    def prepare_bank(
+        self, role: str | None = None, progress: Callable[[int, int], None] | None = None
+    ) -> None:
+        """Read the role's example bank into vectors, once per model (cached on disk under
+        `settings.cache_dir`: later loads take milliseconds). `respond` does this on first use;
+        call it first to show `progress(done, total)`. A role without a bank: nothing to do."""
+        chosen = self.roles.get(role or self.roles.defaults.chat)
+        bank = self.roles.banks.get(chosen.name)
+        if bank is None or bank.indexed:
+            return
+        steering = self._label_role(self.roles.steering(chosen).name)
+        layers = self._bank_layers(steering)
+        key = bank.cache_key(self.engine.model_name, steering.fingerprint(), layers)
+        cache = self.settings.cache_dir / "banks" / f"{chosen.name}-{key}.npy"
+
+        def embed(texts: Sequence[str]) -> np.ndarray:
+            if not cache.is_file():
+                log.warning(
+                    "Reading the %s role's example bank (%d exchanges) once for %r: about %d s.",
+                    chosen.name,
+                    len(texts),
+                    self.engine.model_name,
+                    len(texts) // 8 + 1,
+                )
+            rows = []
+            for done, text in enumerate(texts, start=1):
+                rows.append(features(self._judge(text, steering, layers=layers)[1]))
+                if progress:
+                    progress(done, len(texts))
+            return np.stack(rows)
+
+        bank.index(embed, cache)
+
+    def _bank_layers(self, steering: Role) -> tuple[int, ...]:
+        """The layers a message is compared by: the steering role's head's, when it is in use
+        (no extra work: the verdict reads them anyway), else about 60-75% of the way up."""
+        head = self._head_for(steering)
+        if head is not None:
+            return head.layers
+        middle = self.engine.middle_layers
+        low, high = round(len(middle) * 0.6), round(len(middle) * 0.78)
+        return tuple(middle[low:high]) or (middle[-1],)
 
     def run(self, role: str, text: str) -> Verdict | Iterator[str]:
         """Any role by name: a Verdict for label roles, a text stream for text roles."""
@@ -218,9 +321,11 @@ class Assistant:
             raise InputError(f"Role {chosen.name!r} writes free text; use reply() for it.")
         return chosen
 
-    def _prefix_messages(self, role: Role, tone: str | None = None) -> list[dict[str, str]]:
+    def _prefix_messages(
+        self, role: Role, tone: str | None = None, examples: Sequence[Example | Exchange] = ()
+    ) -> list[dict[str, str]]:
         messages = [{"role": "system", "content": role.system_prompt(tone)}]
-        for example in role.examples:
+        for example in examples or role.examples_for(tone):
             messages.append({"role": "user", "content": role.render(example.input)})
             messages.append({"role": "assistant", "content": example.output})
         return messages
@@ -231,14 +336,21 @@ class Assistant:
         return self.engine.chat_prompt(messages, prefix_messages=len(prefix), lead=role.lead)
 
     def _fit_history(
-        self, role: Role, text: str, history: list[Turn], tone: str | None, sampling: Sampling
+        self,
+        role: Role,
+        prefix: list[dict[str, str]],
+        base: int,
+        text: str,
+        history: list[Turn],
+        sampling: Sampling,
     ) -> Prompt:
-        prefix = self._prefix_messages(role, tone)
         user = {"role": "user", "content": role.render(text)}
         reserve = min(sampling.max_tokens, self.engine.n_ctx // 4)
         while True:
             turns = [{"role": turn.role, "content": turn.content} for turn in history]
-            prompt = self.engine.chat_prompt([*prefix, *turns, user], prefix_messages=len(prefix))
+            prompt = self.engine.chat_prompt(
+                [*prefix, *turns, user], prefix_messages=len(prefix), base_messages=base
+            )
             try:
                 self.engine.check_fits(prompt, reserve=reserve)
                 return prompt
@@ -248,7 +360,8 @@ class Assistant:
                 # Drop the oldest exchange (user + assistant) so turns stay paired.
                 history = history[2:] if len(history) >= 2 else []
 
-    def _sampling(self, role: Role, overrides: dict[str, object]) -> Sampling:
+    def _sampling(self, role: Role, overrides: dict[str, object]) -> tuple[Sampling, int]:
+        """The role's generation settings with the caller's overrides, and its `no_copy`."""
         settings = role.generation.model_dump()
         unknown = set(overrides) - set(settings) - {"seed"}
         if unknown:
@@ -259,7 +372,8 @@ class Assistant:
                 self.settings.seed if self.settings.seed is not None else time.time_ns() % 2**31
             )
         settings["stop"] = tuple(settings.get("stop") or ())
-        return Sampling(**settings)  # type: ignore[arg-type]
+        no_copy = int(settings.pop("no_copy"))  # type: ignore[call-overload]
+        return Sampling(**settings), no_copy  # type: ignore[arg-type]
 
 
 def _verdict(role: Role, head: Head | None, probabilities: list[float], states: Any) -> Verdict:

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from app.bank import ExampleBank, load_bank
 from app.errors import PromptsError, UnknownRole
 from app.head import Head, fingerprint, load_head
 
@@ -53,6 +54,15 @@ class Generation(_Strict):
     repeat_penalty: float = Field(default=1.1, ge=0.5, le=2.0)
     max_tokens: int = Field(default=256, ge=1, le=8192)
     stop: tuple[str, ...] = ()
+    max_sentences: int = Field(
+        default=0, ge=0, description="End the reply after this many sentences (0: no limit)."
+    )
+    no_copy: int = Field(
+        default=0,
+        ge=0,
+        description="Never repeat a run of this many tokens of the user's message or of the "
+        "few-shot replies shown (0: off; see app/guards.py).",
+    )
 
 
 class Example(_Strict):
@@ -60,6 +70,34 @@ class Example(_Strict):
 
     input: str = Field(min_length=1)
     output: str = Field(min_length=1)
+    tone: str | None = Field(
+        default=None,
+        description="Show this turn only when the steering role's verdict is this label "
+        "(a text role's examples per tone: a sad message never sees the celebration).",
+    )
+
+
+class Tone(_Strict):
+    """What a verdict of the steering role changes in a text role's reply."""
+
+    instruction: str = Field(min_length=1, description="Added to the system prompt.")
+    avoid: tuple[str, ...] = Field(
+        default=(), description="Words the reply may not contain in this tone (app/guards.py)."
+    )
+    confident: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="A verdict for this tone below this confidence also avoids every other "
+        "tone's words (unsure whether the news is good: celebrate nothing).",
+    )
+
+
+class Bank(_Strict):
+    """An example bank: the exchanges nearest to the message become the few-shot turns."""
+
+    file: str = Field(description="The bank's YAML file, relative to the prompts file.")
+    k: int = Field(default=2, ge=1, le=8, description="How many exchanges to show.")
 
 
 class Role(_Strict):
@@ -75,13 +113,32 @@ class Role(_Strict):
     steered_by: str | None = Field(
         default=None, description="A label role whose verdict on the input picks a tone."
     )
-    tones: dict[str, str] = Field(
-        default_factory=dict, description="Extra system instruction per label of `steered_by`."
+    tones: dict[str, Tone] = Field(
+        default_factory=dict,
+        description="Per label of `steered_by`: an extra system instruction (a string) or a "
+        "mapping with `instruction` and `avoid`.",
+    )
+    bank: Bank | None = Field(
+        default=None, description="Retrieved few-shot turns (text roles steered by a label role)."
+    )
+    avoid: tuple[str, ...] = Field(
+        default=(), description="Words a text role's reply never contains, in any tone."
     )
     head: str | None = Field(
         default=None,
         description="A learned head file (relative to the prompts file) for a two-label role.",
     )
+
+    @field_validator("tones", mode="before")
+    @classmethod
+    def _tone_shorthand(cls, tones: object) -> object:
+        """`负面: text` is short for `负面: {instruction: text}`."""
+        if isinstance(tones, dict):
+            return {
+                label: {"instruction": tone} if isinstance(tone, str) else tone
+                for label, tone in tones.items()
+            }
+        return tones
 
     @field_validator("template")
     @classmethod
@@ -99,8 +156,14 @@ class Role(_Strict):
                         f"example output {example.output!r} is not one of the labels "
                         f"{list(self.output.labels)}"
                     )
-        if self.tones and not self.steered_by:
-            raise ValueError("'tones' needs 'steered_by' (the label role that picks the tone)")
+        toned = self.tones or self.bank or any(example.tone for example in self.examples)
+        if toned and not self.steered_by:
+            raise ValueError(
+                "'tones', a 'bank' and examples with a 'tone' need 'steered_by' (the label role "
+                "that reads the message first)"
+            )
+        if self.is_classifier and self.bank:
+            raise ValueError("a 'bank' is for text roles; label roles take 'examples'")
         return self
 
     def fingerprint(self) -> str:
@@ -127,8 +190,24 @@ class Role(_Strict):
 
     def system_prompt(self, tone_label: str | None = None) -> str:
         """The system prompt, with the tone for `tone_label` appended when the role has one."""
-        tone = self.tones.get(tone_label or "", "")
-        return f"{self.system.rstrip()}\n{tone.strip()}" if tone else self.system.rstrip()
+        tone = self.tones.get(tone_label or "")
+        if tone is None:
+            return self.system.rstrip()
+        return f"{self.system.rstrip()}\n{tone.instruction.strip()}"
+
+    def examples_for(self, tone_label: str | None = None) -> tuple[Example, ...]:
+        """The few-shot turns shown in `tone_label`'s tone: those without a tone, plus its own."""
+        return tuple(e for e in self.examples if e.tone is None or e.tone == tone_label)
+
+    def avoided(self, tone_label: str | None = None, confidence: float = 1.0) -> tuple[str, ...]:
+        """Words the reply may not contain: the role's own, plus its tone's, plus every other
+        tone's when the verdict behind the tone is less sure than the tone asks."""
+        tone = self.tones.get(tone_label or "")
+        if tone is None:
+            return self.avoid
+        if confidence >= tone.confident:
+            return self.avoid + tone.avoid
+        return self.avoid + tuple(word for other in self.tones.values() for word in other.avoid)
 
     def grammar(self) -> str:
         """A GBNF grammar whose only sentences are this role's labels."""
@@ -158,6 +237,7 @@ class RoleBook(_Strict):
     roles: dict[str, Role]
     defaults: Defaults = Defaults()
     heads: dict[str, Head] = Field(default_factory=dict)
+    banks: dict[str, ExampleBank] = Field(default_factory=dict)
 
     def get(self, name: str) -> Role:
         try:
@@ -230,7 +310,12 @@ def parse_roles(raw: object, path: Path, *, heads: bool = True) -> RoleBook:
         raise PromptsError(f"{path}: defaults: {detail}") from None
 
     learned = {name: _load_head(role, path) for name, role in roles.items() if role.head and heads}
-    book = RoleBook(path=path, roles=roles, defaults=defaults, heads=learned)
+    banks = {
+        name: load_bank(path.parent / role.bank.file, f"{path}: role {name!r}, field 'bank'")
+        for name, role in roles.items()
+        if role.bank
+    }
+    book = RoleBook(path=path, roles=roles, defaults=defaults, heads=learned, banks=banks)
     _check_links(book)
     return book
 
@@ -272,12 +357,18 @@ def _check_links(book: RoleBook) -> None:
                 f"{where}: role {role.name!r}, field 'steered_by': {role.steered_by!r} "
                 "must name a role with a 'labels' output."
             )
-        stray = set(role.tones) - set(judge.labels)
-        if stray:
-            raise PromptsError(
-                f"{where}: role {role.name!r}, field 'tones': {sorted(stray)} are not labels of "
-                f"{judge.name!r} ({list(judge.labels)})."
-            )
+        bank = book.banks.get(role.name)
+        moods = {exchange.mood for exchange in bank.exchanges} if bank else set()
+        for field, used, known in (
+            ("tones", set(role.tones), set(judge.labels) | moods),
+            ("examples.tone", {e.tone for e in role.examples if e.tone}, set(judge.labels)),
+        ):
+            stray = used - known
+            if stray:
+                raise PromptsError(
+                    f"{where}: role {role.name!r}, field {field!r}: {sorted(stray)} are not "
+                    f"labels of {judge.name!r} ({list(judge.labels)}) nor moods of its bank."
+                )
 
 
 def _describe(error: ValidationError) -> str:

@@ -34,6 +34,8 @@ class FakeEngine:
     model_name = "Fake Model"
     hidden_size = 3  # width of the per-layer "states" choose() returns (zeros)
 
+    middle_layers = range(23)
+
     def __init__(self, n_ctx: int = 2048) -> None:
         self.n_ctx = n_ctx
         self.choices: list[list[float]] = []
@@ -47,8 +49,19 @@ class FakeEngine:
     def enqueue_reply(self, pieces: list[str]) -> None:
         self.replies.append(pieces)
 
+    def tokenize(self, text: str, *, special: bool = False) -> list[int]:
+        return [ord(c) for c in text]
+
+    def phrase_tokens(self, phrases: Sequence[str]) -> list[tuple[int, ...]]:
+        return [tuple(self.tokenize(phrase)) for phrase in phrases if phrase]
+
     def chat_prompt(
-        self, messages: Sequence[dict[str, str]], *, prefix_messages: int = 0, lead: str = ""
+        self,
+        messages: Sequence[dict[str, str]],
+        *,
+        prefix_messages: int = 0,
+        lead: str = "",
+        base_messages: int = 0,
     ) -> Prompt:
         self.last_messages = [dict(m) for m in messages]
         text = "".join(f"<{m['role']}>{m['content']}" for m in messages)
@@ -85,11 +98,16 @@ def fake_engine() -> FakeEngine:
 
 
 @pytest.fixture
-def fake_assistant(fake_engine: FakeEngine) -> Assistant:
+def fake_assistant(fake_engine: FakeEngine, tmp_path: Path) -> Assistant:
     """The shipped roles on the fake engine. Without their learned heads: the fake has no real
-    logits to feed a head, so its scripted probabilities are what the verdict must show."""
+    logits to feed a head, so its scripted probabilities are what the verdict must show.
+    Its caches (the example bank's vectors) go to a temporary folder, not the user's."""
     roles = load_roles(ROOT / "prompts.yaml")
-    return Assistant(fake_engine, roles.model_copy(update={"heads": {}}), load_settings())
+    settings = load_settings(cache_dir=tmp_path / "cache")
+    assistant = Assistant(fake_engine, roles.model_copy(update={"heads": {}}), settings)
+    assistant.prepare_bank()  # now, so the choices a test scripts are for its own calls
+    fake_engine.calls.clear()
+    return assistant
 
 
 def _model_path() -> Path:
@@ -109,9 +127,11 @@ def model_path() -> Path:
 
 
 @pytest.fixture(scope="session")
-def assistant(model_path: Path) -> Assistant:
-    """The real model, loaded once for the whole session (greedy, so answers are repeatable)."""
-    return Assistant.load(model=model_path, seed=1234)
+def assistant(model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Assistant:
+    """The real model, loaded once for the whole session (greedy, so answers are repeatable).
+    Its cache folder starts empty, so the example bank is really read by the model here."""
+    cache = tmp_path_factory.mktemp("cache")
+    return Assistant.load(model=model_path, seed=1234, cache_dir=cache)
 
 
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -132,6 +152,7 @@ def shipped_prompts_text() -> str:
 
 def copy_prompts(folder: Path, text: str | None = None) -> Path:
     """A prompts file in `folder` (the shipped one unless `text` is given) with the learned heads
-    it points at beside it, as they are beside the shipped file."""
+    and the example bank it points at beside it, as they are beside the shipped file."""
     shutil.copytree(ROOT / "heads", folder / "heads", dirs_exist_ok=True)
+    shutil.copytree(ROOT / "banks", folder / "banks", dirs_exist_ok=True)
     return write(folder / "prompts.yaml", shipped_prompts_text() if text is None else text)

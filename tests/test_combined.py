@@ -25,8 +25,9 @@ def test_tone_follows_the_verdict(assistant):
     """The negative tone instruction is in the prompt the model saw; the positive one is not."""
     engine = assistant.engine
     role = assistant.roles.chat
-    prompt = assistant._fit_history(
-        role, "今天又被老板骂了。", [], "负面", assistant._sampling(role, {})
-    )
+    prefix = assistant._prefix_messages(role, "负面")
+    sampling, _ = assistant._sampling(role, {})
+    prompt = assistant._fit_history(role, prefix, 1, "今天又被老板骂了。", [], sampling)
     text = engine.llm.detokenize(prompt.tokens, special=True).decode("utf-8")
-    assert role.tones["负面"] in text and role.tones["正面"] not in text
+    negative, positive = role.tones["负面"].instruction, role.tones["正面"].instruction
+    assert negative in text and positive not in text

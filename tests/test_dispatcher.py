@@ -22,7 +22,7 @@ def test_respond_uses_the_verdict_to_pick_the_reply_tone(fake_assistant, fake_en
     assert "".join(stream) == "别难过"
     kind, messages = fake_engine.calls[-1]
     tone = fake_assistant.roles.chat.tones["负面"]
-    assert kind == "stream" and messages[0]["content"].endswith(tone)
+    assert kind == "stream" and messages[0]["content"].endswith(tone.instruction)
     assert messages[-1] == {"role": "user", "content": "今天又被老板骂了。"}
 
 
@@ -30,7 +30,9 @@ def test_positive_message_gets_the_positive_tone(fake_assistant, fake_engine):
     fake_engine.enqueue_choice([0.95, 0.05])
     _, stream = fake_assistant.respond("我升职了！")
     list(stream)
-    assert fake_engine.calls[-1][1][0]["content"].endswith(fake_assistant.roles.chat.tones["正面"])
+    assert fake_engine.calls[-1][1][0]["content"].endswith(
+        fake_assistant.roles.chat.tones["正面"].instruction
+    )
 
 
 def test_reply_keeps_history_in_order_after_the_few_shot_turns(fake_assistant, fake_engine):

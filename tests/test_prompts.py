@@ -28,7 +28,8 @@ def test_shipped_prompts_load_with_both_jobs():
     assert book.sentiment.labels == ("正面", "负面")
     assert not book.chat.is_classifier
     assert book.chat.steered_by == "mood"
-    assert set(book.chat.tones) == {"正面", "负面"}
+    assert set(book.chat.tones) == {"正面", "负面", "中性"}
+    assert book.chat.bank is not None and book.banks["assistant"].exchanges
 
 
 def test_mood_role_is_the_sentiment_prompt_with_the_cue_kept_and_its_own_head():
@@ -99,6 +100,25 @@ def test_template_renders_user_text_with_braces_untouched():
             "  topic:\n    system: x\n    output: {kind: text}\n"
             "    steered_by: sentiment\n    tones: {开心: b}",
             "field 'tones'",
+        ),
+        (
+            "  topic:\n    system: x\n    output: {kind: text}\n"
+            "    steered_by: sentiment\n    examples: [{input: a, output: b, tone: 开心}]",
+            "field 'examples.tone'",
+        ),
+        (
+            "  topic:\n    system: x\n    output: {kind: text}\n    bank: {file: b.yaml}",
+            "need 'steered_by'",
+        ),
+        (
+            "  topic:\n    system: x\n    output: {kind: text}\n"
+            "    steered_by: sentiment\n    bank: {file: missing.yaml}",
+            "bank file not found",
+        ),
+        (
+            "  topic:\n    system: x\n    output: {kind: text}\n"
+            "    steered_by: sentiment\n    tones: {负面: {instruction: x, avoid: 3}}",
+            "field 'tones.负面.avoid'",
         ),
     ],
 )

@@ -1,0 +1,105 @@
+"""How the mood step shapes a reply: examples per tone, retrieved turns, banned words and runs."""
+
+import pytest
+
+from app.bank import Exchange
+from app.prompts import parse_roles
+from tests.conftest import ROOT, FakeEngine
+
+TONED = {
+    "roles": {
+        "sentiment": {
+            "system": "判断情感",
+            "output": {"kind": "labels", "labels": ["正面", "负面"]},
+        },
+        "chat": {
+            "system": "你是朋友",
+            "output": {"kind": "text"},
+            "steered_by": "sentiment",
+            "examples": [
+                {"input": "升职了", "output": "恭喜你呀", "tone": "正面"},
+                {"input": "好累", "output": "抱抱你", "tone": "负面"},
+                {"input": "你是谁", "output": "我是小暖"},
+            ],
+            "tones": {
+                "负面": {"instruction": "安慰对方", "avoid": ["恭喜"]},
+                "正面": {"instruction": "为对方高兴", "confident": 0.9},
+            },
+            "generation": {"no_copy": 3},
+        },
+    },
+    "defaults": {"chat": "chat"},
+}
+
+
+@pytest.fixture
+def toned(fake_engine: FakeEngine, tmp_path):
+    from app.config import load_settings
+    from app.dispatcher import Assistant
+
+    roles = parse_roles(TONED, ROOT / "prompts.yaml")
+    return Assistant(fake_engine, roles, load_settings(cache_dir=tmp_path))
+
+
+def shown(fake_engine: FakeEngine) -> list[str]:
+    return [m["content"] for m in fake_engine.calls[-1][1]]
+
+
+def test_a_sad_message_never_sees_the_celebration_example(toned, fake_engine):
+    fake_engine.enqueue_choice([0.1, 0.9])
+    list(toned.respond("我失恋了")[1])
+    contents = shown(fake_engine)
+    assert "抱抱你" in contents and "我是小暖" in contents
+    assert "恭喜你呀" not in contents
+
+
+def test_good_news_sees_its_own_example(toned, fake_engine):
+    fake_engine.enqueue_choice([0.95, 0.05])
+    list(toned.respond("考上了")[1])
+    contents = shown(fake_engine)
+    assert "恭喜你呀" in contents and "抱抱你" not in contents
+
+
+def test_the_tone_bans_its_words_and_an_unsure_verdict_bans_every_tone_word(toned, fake_engine):
+    word = tuple(fake_engine.tokenize("恭喜"))
+    fake_engine.enqueue_choice([0.1, 0.9])
+    list(toned.respond("丢了钱包")[1])
+    assert word in fake_engine.last_sampling.banned
+    fake_engine.enqueue_choice([0.95, 0.05])  # sure it is good news: celebrate freely
+    list(toned.respond("中奖了")[1])
+    assert word not in fake_engine.last_sampling.banned
+    fake_engine.enqueue_choice([0.6, 0.4])  # 正面, but under the tone's 0.9
+    list(toned.respond("真不错，又加班")[1])
+    assert word in fake_engine.last_sampling.banned
+
+
+def test_no_run_of_the_message_or_the_shown_turns_may_be_copied(toned, fake_engine):
+    fake_engine.enqueue_choice([0.1, 0.9])
+    list(toned.respond("老板又骂我了")[1])
+    banned = fake_engine.last_sampling.banned
+    assert tuple(fake_engine.tokenize("老板又")) in banned  # the message
+    assert tuple(fake_engine.tokenize("抱抱你")) in banned  # a turn shown
+    assert tuple(fake_engine.tokenize("恭喜你")) not in banned  # a turn NOT shown
+    assert fake_engine.last_sampling.no_repeat == 3  # nor a run of the reply itself
+
+
+def test_retrieved_turns_follow_the_fixed_ones_and_a_neutral_group_sets_the_tone(
+    fake_assistant, fake_engine, monkeypatch
+):
+    bank = fake_assistant.roles.banks["assistant"]
+    question = Exchange(topic="question", mood="中性", input="怎么早起", output="定个闹钟吧")
+    monkeypatch.setattr(bank, "shots", lambda *args: [question])
+    fake_engine.enqueue_choice([0.2, 0.8])  # the mood step calls the question 负面
+    list(fake_assistant.respond("怎么才能不赖床？")[1])
+    messages = fake_engine.calls[-1][1]
+    role = fake_assistant.roles.chat
+    assert messages[0]["content"].endswith(role.tones["中性"].instruction)
+    assert [m["content"] for m in messages[-3:-1]] == ["怎么早起", "定个闹钟吧"]
+    negative_words = fake_engine.phrase_tokens(role.tones["负面"].avoid)
+    assert not set(negative_words) & set(fake_engine.last_sampling.banned)
+
+
+def test_the_shipped_chat_role_bans_ai_words_in_every_tone(fake_assistant, fake_engine):
+    fake_engine.enqueue_choice([0.95, 0.05])
+    list(fake_assistant.respond("今天好开心")[1])
+    assert tuple(fake_engine.tokenize("人工智能")) in fake_engine.last_sampling.banned

@@ -1,12 +1,14 @@
-"""Chat quality, measured by proxies (there are no human raters here).
+"""Chat quality, measured by automatic checks (blind human-style ratings live in scripts/).
 
-Over a set of everyday messages (venting, good news, questions, sarcasm), each answered with the
-combined feel + reply flow, we measure what can be measured: the share of Chinese characters, any
-mention of being an AI/model/program (the role forbids it), leaked role or special tokens, length
-within bounds, repetition (distinct-2: unique character bigrams over all bigrams), and whether
-replies to negative messages are supportive (the role that steers the chat's tone, the same one
-that read the message's mood, judges the reply warm, i.e. 正面).
-These are proxies, reported next to the published 4.2/5 human score as what they are.
+Over a set of everyday messages (venting, good news, questions, sarcasm, self-blame), each
+answered with the combined feel + reply flow, we count the failures users reported, each by a
+plain text rule: replies to negative messages that celebrate (恭喜, 太棒了...), replies that agree
+with self-blame ("是的，..." to "我是不是很没用"), replies that repeat 8+ characters of the message
+(echo) or of a few-shot / bank example (copying), that mention being an AI, or that flip who is
+who (the user's own "我" words come back as the assistant's: "吵得我睡不着"). Plus proxies: the
+share of Chinese characters, leaked special tokens, length, repetition (distinct-2), and whether
+replies to negative messages are warm (the role that steers the tone judges the reply 正面).
+The rules are proxies too: they catch the reported failure shapes, not every bad reply.
 """
 
 from __future__ import annotations
@@ -26,6 +28,19 @@ AI_MENTION = re.compile(
 )
 SPECIAL_TOKEN = re.compile(r"<\|[^|>]*\|>|<\|")
 MIN_CHARS, MAX_CHARS = 8, 300
+CELEBRATION = re.compile(
+    r"恭喜|祝贺|庆祝|太棒了|太好了|真棒|好消息|为你(感到)?(高兴|开心)|让人(开心|高兴)|真是(开心|高兴)"
+)
+SELF_BLAME = re.compile(
+    r"我(是不是|真的?|太|好|就是|怎么这么|总是|果然)?.{0,3}"
+    r"(没用|差劲|失败|笨|蠢|废物|一无是处|不行|做不好|拖后腿|配不上|不够好|很差|太差)"
+    r"|一事无成|都怪我|都是我的错"
+)
+AGREEMENT = re.compile(
+    r"^[\s“\"]*(是的|没错|对[的啊呀]?[，,。！!]|确实|的确)"
+    r"|你(确实|的确|就是|真的)(很|太|挺|有点)?(没用|差劲|失败|笨|蠢|不行|不够好)"
+)
+COPY_RUN = 8  # characters in a row that count as an echo or a copy
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,39 @@ def load_messages(path: Path, limit: int | None = None) -> list[Message]:
     return messages[:limit] if limit else messages
 
 
+def shares_run(text: str, other: str, n: int = COPY_RUN) -> bool:
+    """Whether `text` repeats `n` or more characters in a row of `other` (spaces ignored)."""
+    a, b = "".join(text.split()), "".join(other.split())
+    return any(a[i : i + n] in b for i in range(len(a) - n + 1))
+
+
+def celebrates(reply: str) -> bool:
+    return bool(CELEBRATION.search(reply))
+
+
+def is_self_blame(message: Message) -> bool:
+    return message.kind == "self_blame" or bool(SELF_BLAME.search(message.text))
+
+
+def agrees_with_self_blame(reply: str) -> bool:
+    return bool(AGREEMENT.search(reply))
+
+
+def flips_roles(message: str, reply: str) -> bool:
+    """The user's own first-person words come back in the reply ("吵得我睡不着" answered with
+    "...吵得我睡不着"): any 3 characters in a row of the message with 我 in them."""
+    runs = {message[i : i + 3] for i in range(len(message) - 2) if "我" in message[i : i + 3]}
+    return any(run in reply for run in runs)
+
+
+def example_texts(assistant) -> list[str]:
+    """Every few-shot turn the chat role may show: its examples and its bank's exchanges."""
+    role = assistant.roles.chat
+    bank = assistant.roles.banks.get(role.name)
+    shown = [*role.examples, *(bank.exchanges if bank else ())]
+    return [text for example in shown for text in (example.input, example.output)]
+
+
 def chinese_share(text: str) -> float:
     letters = [c for c in text if not c.isspace() and c.isprintable()]
     return sum("\u4e00" <= c <= "\u9fff" for c in letters) / len(letters) if letters else 0.0
@@ -102,12 +150,22 @@ def collect(
     return replies
 
 
-def summarise(replies: Sequence[Reply]) -> dict[str, float]:
+def summarise(replies: Sequence[Reply], examples: Sequence[str] = ()) -> dict[str, float]:
+    """Every check and proxy over `replies`; `examples`: the texts a reply must not copy."""
     texts = [reply.text for reply in replies]
     negative = [reply for reply in replies if reply.message.mood == "负面"]
+    blaming = [reply for reply in replies if is_self_blame(reply.message)]
     moods = [reply for reply in replies if reply.message.mood in ("正面", "负面")]
     return {
         "messages": len(replies),
+        "celebrates_bad_news": _share(negative, lambda r: celebrates(r.text)),
+        "agrees_with_self_blame": _share(blaming, lambda r: agrees_with_self_blame(r.text)),
+        "self_blame_messages": len(blaming),
+        "echoes_message": _share(replies, lambda r: shares_run(r.text, r.message.text)),
+        "copies_example": _share(
+            replies, lambda r: any(shares_run(r.text, example) for example in examples)
+        ),
+        "flips_roles": _share(replies, lambda r: flips_roles(r.message.text, r.text)),
         "chinese_share": statistics.mean(chinese_share(t) for t in texts),
         "ai_mentions": sum(bool(AI_MENTION.search(t)) for t in texts) / len(texts),
         "leaked_tokens": sum(bool(SPECIAL_TOKEN.search(t)) for t in texts) / len(texts),
@@ -125,13 +183,33 @@ def summarise(replies: Sequence[Reply]) -> dict[str, float]:
     }
 
 
+def _share(replies: Sequence[Reply], failed: Callable[[Reply], bool]) -> float:
+    return sum(map(failed, replies)) / len(replies) if replies else float("nan")
+
+
+CHECKS = (  # (summary key, what it counts, target)
+    ("celebrates_bad_news", "replies to negative messages that celebrate", "0%"),
+    ("agrees_with_self_blame", "replies that agree with self-blame", "0%"),
+    ("echoes_message", f"replies repeating {COPY_RUN}+ characters of the message", "<= 10%"),
+    ("copies_example", f"replies copying {COPY_RUN}+ characters of an example", "<= 5%"),
+    ("ai_mentions", "replies mentioning AI / model / program", "0%"),
+    ("flips_roles", "replies flipping who is who (the user's 我-words)", "0%"),
+)
+
+
 def table(summary: dict[str, float]) -> str:
+    checks = [
+        (name, f"{summary[key]:.1%}", f"target {target}")
+        for key, name, target in CHECKS
+        if key != "ai_mentions"
+    ]
     rows = [
+        *checks,
         ("Chinese characters in replies", f"{summary['chinese_share']:.1%}", "higher is better"),
         (
             "replies mentioning AI / model / program",
             f"{summary['ai_mentions']:.1%}",
-            "the role forbids it: 0% is the goal",
+            "target 0%: the role forbids it",
         ),
         ("replies with leaked special tokens", f"{summary['leaked_tokens']:.1%}", "must be 0%"),
         (

@@ -99,20 +99,21 @@ class ExampleBank:
             self._typical[group] = [indices[j] for j in np.argsort(-closeness, kind="stable")]
 
     def shots(
-        self, features: np.ndarray, k: int, mood: str, known_moods: Sequence[str]
+        self, features: np.ndarray, k: int, mood: str | None, known_moods: Sequence[str]
     ) -> list[Exchange]:
         """The few-shot turns for a message: the `k` most typical exchanges of the group (topic
         and mood) that its nearest exchanges belong to, the most typical last (nearest the
         user's own turn). Candidates are the exchanges of `mood`, or of a mood the steering
-        role does not know. Per group, not per message, so that each group's prompt prefix
-        is decoded once and then restored from the engine's prefix cache."""
+        role does not know (every exchange when `mood` is None: the verdict is unsure). Per
+        group, not per message, so that each group's prompt prefix is decoded once and then
+        restored from the engine's prefix cache."""
         if self._vectors is None or self._mean is None or self._scale is None:
             raise RuntimeError("ExampleBank.index() must run before shots()")
         query = _unit((np.asarray(features, dtype=np.float32) - self._mean) / self._scale)
         allowed = [
             i
             for i, exchange in enumerate(self.exchanges)
-            if exchange.mood == mood or exchange.mood not in known_moods
+            if mood is None or exchange.mood == mood or exchange.mood not in known_moods
         ]
         if not allowed:
             return []

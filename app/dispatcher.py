@@ -222,7 +222,9 @@ class Assistant:
         fixed = role.examples_for(tone)
         examples = [*fixed, *shots]
         banned = list(self.engine.phrase_tokens(role.avoided(tone, confidence)))
-        for source in [text, *(example.output for example in examples)]:
+        # Not the message, not a turn shown, and not the instructions (a 0.5B model reads its
+        # tone instruction out as the reply's end: seen here).
+        for source in [text, role.system_prompt(tone), *(e.output for e in examples)]:
             banned += copy_runs(self.engine.tokenize(source), no_copy)
         settings = replace(settings, banned=tuple(banned), no_repeat=no_copy)
         prefix = self._prefix_messages(role, tone, examples)
@@ -252,10 +254,13 @@ class Assistant:
         tone = verdict.label
         if bank is not None and chosen.bank is not None:
             self.prepare_bank(chosen.name)
-            shots = bank.shots(features(states), chosen.bank.k, verdict.label, steering.labels)
-            if shots and shots[-1].mood not in steering.labels:
-                # The message is nearest a group the steering role has no label for (中性
-                # questions: the two-label mood step calls most of them 负面): its tone rules.
+            sure = chosen.is_sure(verdict.label, verdict.confidence)
+            mood = verdict.label if sure else None  # unsure: the nearest group of any mood
+            shots = bank.shots(features(states), chosen.bank.k, mood, steering.labels)
+            if shots and (not sure or shots[-1].mood not in steering.labels):
+                # The nearest exchanges set the tone when the verdict is unsure (sarcasm reads
+                # as 正面 at 0.6-0.86), or when they are of a mood the steering role has no
+                # label for (中性 questions, which the two-label mood step calls 负面).
                 tone = shots[-1].mood
         return verdict, self._reply(
             chosen, text, history, tone, verdict.confidence, shots, sampling

@@ -88,8 +88,9 @@ class Tone(_Strict):
         default=0.0,
         ge=0.0,
         le=1.0,
-        description="A verdict for this tone below this confidence also avoids every other "
-        "tone's words (unsure whether the news is good: celebrate nothing).",
+        description="A verdict for this tone below this confidence is unsure: the reply avoids "
+        "every tone's words (celebrate nothing), and the nearest bank group of any mood sets "
+        "the tone.",
     )
 
 
@@ -199,13 +200,18 @@ class Role(_Strict):
         """The few-shot turns shown in `tone_label`'s tone: those without a tone, plus its own."""
         return tuple(e for e in self.examples if e.tone is None or e.tone == tone_label)
 
+    def is_sure(self, tone_label: str | None, confidence: float) -> bool:
+        """Whether a verdict of `tone_label` at `confidence` is as sure as its tone asks."""
+        tone = self.tones.get(tone_label or "")
+        return tone is None or confidence >= tone.confident
+
     def avoided(self, tone_label: str | None = None, confidence: float = 1.0) -> tuple[str, ...]:
         """Words the reply may not contain: the role's own, plus its tone's, plus every other
         tone's when the verdict behind the tone is less sure than the tone asks."""
         tone = self.tones.get(tone_label or "")
         if tone is None:
             return self.avoid
-        if confidence >= tone.confident:
+        if self.is_sure(tone_label, confidence):
             return self.avoid + tone.avoid
         return self.avoid + tuple(word for other in self.tones.values() for word in other.avoid)
 

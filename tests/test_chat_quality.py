@@ -71,6 +71,10 @@ def test_celebration(reply, flag):
         ("你确实很差劲。", True),
         ("你一点也不差劲，别这样想。", False),
         ("确认一下：你最近是不是太累了？", False),
+        ("你这个样子，跟我一样，挺笨的。", True),
+        ("这都是你的错。", True),
+        ("你不是太笨，是太累了。", False),
+        ("这不是你的错，别怪自己。", False),
     ],
 )
 def test_agreement_with_self_blame(reply, flag):

@@ -78,6 +78,7 @@ def test_no_run_of_the_message_or_the_shown_turns_may_be_copied(toned, fake_engi
     list(toned.respond("老板又骂我了")[1])
     banned = fake_engine.last_sampling.banned
     assert tuple(fake_engine.tokenize("老板又")) in banned  # the message
+    assert tuple(fake_engine.tokenize("安慰对")) in banned  # the instructions
     assert tuple(fake_engine.tokenize("抱抱你")) in banned  # a turn shown
     assert tuple(fake_engine.tokenize("恭喜你")) not in banned  # a turn NOT shown
     assert fake_engine.last_sampling.no_repeat == 3  # nor a run of the reply itself
@@ -103,3 +104,26 @@ def test_the_shipped_chat_role_bans_ai_words_in_every_tone(fake_assistant, fake_
     fake_engine.enqueue_choice([0.95, 0.05])
     list(fake_assistant.respond("今天好开心")[1])
     assert tuple(fake_engine.tokenize("人工智能")) in fake_engine.last_sampling.banned
+
+
+def test_an_unsure_verdict_lets_the_nearest_group_of_any_mood_set_the_tone(
+    fake_assistant, fake_engine, monkeypatch
+):
+    bank = fake_assistant.roles.banks["assistant"]
+    asked = []
+    sarcasm = Exchange(topic="sarcasm", mood="负面", input="真幸运，又堵车", output="堵车真磨人")
+
+    def shots(features, k, mood, known):
+        asked.append(mood)
+        return [sarcasm]
+
+    monkeypatch.setattr(bank, "shots", shots)
+    role = fake_assistant.roles.chat
+    fake_engine.enqueue_choice([0.7, 0.3])  # 正面, under the tone's 0.9: unsure
+    verdict, stream = fake_assistant.respond("真不错，又下雨了")
+    list(stream)
+    assert verdict.label == "正面" and asked == [None]
+    assert fake_engine.calls[-1][1][0]["content"].endswith(role.tones["负面"].instruction)
+    fake_engine.enqueue_choice([0.95, 0.05])  # sure: only its own mood's groups
+    list(fake_assistant.respond("考上研究生了")[1])
+    assert asked[-1] == "正面"

@@ -329,7 +329,7 @@ def evaluate(
     """
     from tqdm import tqdm
 
-    from app import evaluation, report
+    from app.measure import evaluation, report
 
     examples = evaluation.load_labelled(data, limit)
     train = train or evaluation.DEFAULT_TRAIN
@@ -395,8 +395,8 @@ def bench(data: Path | None, limit: int | None, out_dir: Path, **settings: Any) 
     """
     from tqdm import tqdm
 
-    from app import bench as benchmark
-    from app import evaluation
+    from app.measure import bench as benchmark
+    from app.measure import evaluation
 
     source = data or evaluation.DEFAULT_DEV
     examples = evaluation.load_labelled(source, limit)
@@ -444,7 +444,7 @@ def eval_chat(
     """
     from tqdm import tqdm
 
-    from app import chat_quality
+    from app.measure import chat_quality
 
     path = (
         messages
@@ -601,6 +601,120 @@ def download(
         else fetch(name, folder, catalog=catalog, force=force)
     )
     click.echo(f"Model ready: {path}")
+    _say_missing_heads(path)
+
+
+def _say_missing_heads(path: Path) -> None:
+    """Right after a download: which roles have no learned head for this model, and the fix."""
+    from app.config import load_settings
+    from app.engine import read_model_name
+    from app.prompts import load_roles
+    from app.training import heads_missing, train_command
+
+    model_name = read_model_name(path)
+    missing = heads_missing(load_roles(load_settings().prompts), model_name)
+    if missing:
+        click.echo(
+            f"No learned head for {model_name!r} yet for role(s) {', '.join(missing)}: they "
+            "will decide by the label logits (less accurate). Train each once: "
+            + "; ".join(train_command(name) for name in missing),
+            err=True,
+        )
+
+
+@main.command(name="train-head")
+@click.option("--role", help="A two-label role of prompts.yaml. [default: the sentiment role]")
+@click.option(
+    "--rows",
+    type=click.IntRange(10),
+    default=2000,
+    show_default=True,
+    help="Training rows, half per label (14800 is all the shipped rows can balance).",
+)
+@click.option(
+    "--layers",
+    metavar="FIRST-LAST",
+    help="Layers whose states are averaged into the features. [default: 14-18 of 24 layers, "
+    "the same share of another model's depth]",
+)
+@click.option(
+    "--sample-seed", type=int, default=13, show_default=True, help="Seed of the row sample."
+)
+@click.option(
+    "--train",
+    "train_file",
+    type=click.Path(path_type=Path),
+    help="A text,label CSV (.csv or .csv.gz). [default: the reviews_train rows shipped with "
+    "allinone]",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    help="Head file to write. [default: the per-user data folder "
+    "($XDG_DATA_HOME/allinone/heads/MODEL/ROLE.json), where allinone finds it]",
+)
+@settings_options
+@handle_errors
+def train_head(
+    role: str | None,
+    rows: int,
+    layers: str | None,
+    sample_seed: int,
+    train_file: Path | None,
+    out: Path | None,
+    **settings: Any,
+) -> None:
+    """Train a role's learned head for the loaded model (a few minutes; resumable).
+
+    Reads the role's prompt over ROWS balanced training rows, keeps middle-layer states in
+    chunks under the cache folder (Ctrl-C, then the same command, resumes) and fits a
+    logistic regression. Afterwards the role decides with it whenever this model is loaded.
+    """
+    from tqdm import tqdm
+
+    from app.training import train_head as train
+
+    chosen_layers = _layer_range(layers) if layers else None
+    assistant = _load({**settings, "heads": False})
+    name = role or assistant.roles.defaults.sentiment
+    with tqdm(total=rows, unit="row", desc=f"{name} features", file=sys.stderr) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        try:
+            path, head = train(
+                assistant,
+                name,
+                rows=rows,
+                layers=chosen_layers,
+                seed=sample_seed,
+                train=train_file,
+                out=out,
+                progress=progress,
+                report=lambda line: click.echo(line, err=True),
+            )
+        except KeyboardInterrupt:
+            click.echo(
+                f"\nInterrupted after {bar.n} of {rows} rows; they are kept. Run the same "
+                "command again to resume.",
+                err=True,
+            )
+            sys.exit(130)
+    click.echo(f"Wrote {path} ({head.note}).")
+    click.echo(f"Role {name!r} now decides with it whenever {head.model!r} is loaded.")
+
+
+def _layer_range(value: str) -> tuple[int, ...]:
+    first, _, last = value.partition("-")
+    try:
+        layers = tuple(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise InputError(f"--layers expects FIRST-LAST, e.g. 14-18, not {value!r}.") from None
+    if not layers:
+        raise InputError(f"--layers {value!r} names no layer (FIRST must not exceed LAST).")
+    return layers
 
 
 if __name__ == "__main__":

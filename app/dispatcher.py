@@ -15,6 +15,7 @@ reply's tone (`tones` in the YAML), so the two jobs share one model and one conv
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -30,9 +31,10 @@ from app.engine import Engine, Prompt, Sampling
 from app.errors import InputError, InputTooLong
 from app.files import windows
 from app.guards import copy_runs
-from app.head import Head, check_fits, features
+from app.head import Head, check_fits, default_layers, features
 from app.models import resolve_model_path
 from app.prompts import Example, Role, RoleBook, load_roles
+from app.training import find_user_head, train_command
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class EngineLike(Protocol):
 
     n_ctx: int
     model_name: str
+    n_layer: int
     middle_layers: range
 
     def tokenize(self, text: str, *, special: bool = False) -> list[int]: ...
@@ -76,6 +79,9 @@ class EngineLike(Protocol):
         base_messages: int = 0,
     ) -> Prompt: ...
     def check_fits(self, prompt: Prompt, reserve: int = 1) -> None: ...
+    def holds_prefix(self, prompt: Prompt) -> bool: ...
+    def offer_prefix_state(self, prompt: Prompt, state: bytes) -> bool: ...
+    def prefix_state(self, prompt: Prompt) -> bytes: ...
     def choose(
         self, prompt: Prompt, labels: Sequence[str], *, layers: Sequence[int] = ()
     ) -> tuple[list[float], Any]: ...
@@ -94,6 +100,7 @@ class Assistant:
         self.roles = roles
         self.settings = settings or load_settings()
         self._foreign_heads: set[str] = set()  # roles whose head we already warned about
+        self._banks_ready: set[str] = set()  # text roles whose bank prepare_bank has read
 
     @classmethod
     def load(
@@ -101,7 +108,9 @@ class Assistant:
     ) -> Assistant:
         """Load settings (defaults < env < arguments), the roles and the model, once.
 
-        `heads=False` leaves the learned heads out (scripts/train_head.py trains new ones).
+        `heads=False` leaves the learned heads out (`allinone train-head` trains new ones).
+        A role whose shipped head belongs to another model takes the head this machine
+        trained for the loaded model, if there is one (app/training.py).
         """
         settings = load_settings(model=str(model) if model else None, **overrides)
         roles = load_roles(settings.prompts, heads=heads)
@@ -113,6 +122,8 @@ class Assistant:
             extra_buffers=settings.extra_buffers,
             verbose=settings.verbose,
         )
+        if heads:
+            roles = _with_user_heads(roles, engine.model_name)
         for name, head in roles.heads.items():
             if head.model == engine.model_name:  # a foreign head falls back to the logits
                 where = f"{settings.prompts}: role {name!r}, field 'head'"
@@ -153,13 +164,13 @@ class Assistant:
         if role.name not in self._foreign_heads:
             self._foreign_heads.add(role.name)
             log.warning(
-                "Role %r: its learned head was trained on %r, not on the loaded %r; using the "
-                "label logits instead. Retrain it for this model: python scripts/train_head.py "
-                "--role %s",
+                "Role %r has no learned head for the loaded model %r (its head is for %r), so "
+                "it decides by the label logits: less accurate (dev 80.7%% instead of 86%% on "
+                "the mirror model). Train one for this model: %s",
                 role.name,
-                head.model,
                 self.engine.model_name,
-                role.name,
+                head.model,
+                train_command(role.name),
             )
         return None
 
@@ -220,16 +231,27 @@ class Assistant:
         settings, no_copy = self._sampling(role, sampling)
         text = _require_text(text)
         fixed = role.examples_for(tone)
-        examples = [*fixed, *shots]
+        base = 1 + 2 * len(fixed)  # system + fixed turns: shared by every group's shots
+        while True:  # a small context (the Pi profile) drops retrieved turns before failing
+            examples = [*fixed, *shots]
+            prefix = self._prefix_messages(role, tone, examples)
+            try:
+                prompt = self._fit_history(role, prefix, base, text, list(history), settings)
+                break
+            except InputTooLong:
+                if not shots:
+                    raise
+                shots = shots[1:]  # the least typical first (the most typical comes last)
+        if shots and not self.engine.holds_prefix(prompt):  # a group's prefix, kept on disk
+            kept = self._prefix_file(prompt)
+            if kept.is_file():
+                self.engine.offer_prefix_state(prompt, kept.read_bytes())
         banned = list(self.engine.phrase_tokens(role.avoided(tone, confidence)))
         # Not the message, not a turn shown, and not the instructions (a 0.5B model reads its
         # tone instruction out as the reply's end: seen here).
         for source in [text, role.system_prompt(tone), *(e.output for e in examples)]:
             banned += copy_runs(self.engine.tokenize(source), no_copy)
         settings = replace(settings, banned=tuple(banned), no_repeat=no_copy)
-        prefix = self._prefix_messages(role, tone, examples)
-        base = 1 + 2 * len(fixed)  # system + fixed turns: shared by every group's shots
-        prompt = self._fit_history(role, prefix, base, text, list(history), settings)
         return self.engine.stream(prompt, settings)
 
     def respond(
@@ -269,12 +291,13 @@ class Assistant:
     def prepare_bank(
         self, role: str | None = None, progress: Callable[[int, int], None] | None = None
     ) -> None:
-        """Read the role's example bank into vectors, once per model (cached on disk under
-        `settings.cache_dir`: later loads take milliseconds). `respond` does this on first use;
-        call it first to show `progress(done, total)`. A role without a bank: nothing to do."""
+        """Read the role's example bank into vectors and decode each group's prompt prefix,
+        once per model (both kept on disk under `settings.cache_dir`: later loads take
+        milliseconds). `respond` does this on first use; call it first to show
+        `progress(done, total)`. A role without a bank: nothing to do."""
         chosen = self.roles.get(role or self.roles.defaults.chat)
         bank = self.roles.banks.get(chosen.name)
-        if bank is None or bank.indexed:
+        if bank is None or chosen.bank is None or chosen.name in self._banks_ready:
             return
         steering = self._label_role(self.roles.steering(chosen).name)
         layers = self._bank_layers(steering)
@@ -284,11 +307,11 @@ class Assistant:
         def embed(texts: Sequence[str]) -> np.ndarray:
             if not cache.is_file():
                 log.warning(
-                    "Reading the %s role's example bank (%d exchanges) once for %r: about %d s.",
+                    "Reading the %s role's example bank (%d exchanges) once for %r: about a "
+                    "minute.",
                     chosen.name,
                     len(texts),
                     self.engine.model_name,
-                    len(texts) // 8 + 1,
                 )
             rows = []
             for done, text in enumerate(texts, start=1):
@@ -297,17 +320,45 @@ class Assistant:
                     progress(done, len(texts))
             return np.stack(rows)
 
-        bank.index(embed, cache)
+        if not bank.indexed:
+            bank.index(embed, cache)
+        # Each group's prompt prefix, decoded once per model and kept on disk (see app/bank.py).
+        groups = bank.groups(chosen.bank.k)
+        for done, shots in enumerate(groups, start=1):
+            prompt = self._group_prompt(chosen, shots)
+            kept = self._prefix_file(prompt)
+            if not kept.is_file():
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                partial = kept.with_name(kept.name + ".partial")
+                partial.write_bytes(self.engine.prefix_state(prompt))
+                partial.replace(kept)
+            if progress:
+                progress(len(bank.exchanges) + done, len(bank.exchanges) + len(groups))
+        self._banks_ready.add(chosen.name)
+
+    def _group_prompt(self, role: Role, shots: Sequence[Exchange]) -> Prompt:
+        """The start of every reply whose shots are `shots` (their group's mood is the tone)."""
+        tone = shots[-1].mood
+        fixed = role.examples_for(tone)
+        prefix = self._prefix_messages(role, tone, [*fixed, *shots])
+        user = {"role": "user", "content": role.render("。")}
+        return self.engine.chat_prompt(
+            [*prefix, user], prefix_messages=len(prefix), base_messages=1 + 2 * len(fixed)
+        )
+
+    def _prefix_file(self, prompt: Prompt) -> Path:
+        """Where a prefix's KV state is kept: named by the model and the prefix's tokens."""
+        tokens = ",".join(map(str, prompt.tokens[: prompt.prefix_len]))
+        digest = hashlib.sha256(f"{self.engine.model_name}|{tokens}".encode()).hexdigest()[:24]
+        return self.settings.cache_dir / "prefixes" / f"{digest}.kv"
 
     def _bank_layers(self, steering: Role) -> tuple[int, ...]:
         """The layers a message is compared by: the steering role's head's, when it is in use
-        (no extra work: the verdict reads them anyway), else about 60-75% of the way up."""
+        (no extra work: the verdict reads them anyway), else those a new head would read."""
         head = self._head_for(steering)
         if head is not None:
             return head.layers
-        middle = self.engine.middle_layers
-        low, high = round(len(middle) * 0.6), round(len(middle) * 0.78)
-        return tuple(middle[low:high]) or (middle[-1],)
+        return default_layers(self.engine.n_layer)
 
     def run(self, role: str, text: str) -> Verdict | Iterator[str]:
         """Any role by name: a Verdict for label roles, a text stream for text roles."""
@@ -379,6 +430,18 @@ class Assistant:
         settings["stop"] = tuple(settings.get("stop") or ())
         no_copy = int(settings.pop("no_copy"))  # type: ignore[call-overload]
         return Sampling(**settings), no_copy  # type: ignore[arg-type]
+
+
+def _with_user_heads(roles: RoleBook, model_name: str) -> RoleBook:
+    """Swap in the heads trained on this machine for `model_name` where the shipped head is
+    another model's."""
+    heads = dict(roles.heads)
+    for name, role in roles.roles.items():
+        if role.head and (name not in heads or heads[name].model != model_name):
+            found = find_user_head(model_name, role)
+            if found is not None:
+                heads[name] = found
+    return roles.model_copy(update={"heads": heads})
 
 
 def _verdict(role: Role, head: Head | None, probabilities: list[float], states: Any) -> Verdict:

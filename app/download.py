@@ -84,7 +84,7 @@ def download(
         "Could not download a model: "
         + "; ".join(failures)
         + ". Check your connection, or copy in a GGUF you have: "
-        "python scripts/download_model.py --from PATH"
+        "allinone download --from PATH"
     )
 
 

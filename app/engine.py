@@ -112,7 +112,7 @@ class Engine:
         except (ValueError, RuntimeError, OSError) as error:
             raise ModelLoadError(
                 f"llama.cpp could not load {self.model_path} ({error}). The file may be truncated "
-                "or corrupt: delete it and download it again (python scripts/download_model.py)."
+                "or corrupt: delete it and download it again (allinone download)."
             ) from None
         self.load_seconds = time.perf_counter() - started
         self.n_ctx = self.llm.n_ctx()
@@ -143,7 +143,7 @@ class Engine:
 
     @property
     def model_name(self) -> str:
-        return self.llm.metadata.get("general.name") or self.model_path.stem
+        return _model_name(self.llm.metadata, self.model_path)
 
     # -- text <-> tokens ------------------------------------------------------------------
 
@@ -545,6 +545,30 @@ class Engine:
         sampler.add_dist(sampling.seed)
         return sampler
 
+    def prefix_state(self, prompt: Prompt) -> bytes:
+        """The KV state of `prompt`'s cacheable prefix (decoded now unless already kept), for a
+        caller that keeps it across processes (the example bank's groups)."""
+        prefix = tuple(prompt.tokens[: prompt.prefix_len])
+        with self._lock:
+            if prefix not in self._prefix_states:
+                self._evaluate(prompt, exact=False)
+            return self._prefix_states[prefix]
+
+    def offer_prefix_state(self, prompt: Prompt, state: bytes) -> bool:
+        """Keep a prefix state saved by an earlier process, unless one is held already; True if
+        it was taken. A state llama.cpp refuses is dropped at first use and decoded instead."""
+        prefix = tuple(prompt.tokens[: prompt.prefix_len])
+        with self._lock:
+            if not prefix or prefix in self._prefix_states:
+                return False
+            self._prefix_states[prefix] = state
+            while len(self._prefix_states) > _PREFIX_CACHE_SIZE:
+                self._prefix_states.popitem(last=False)
+            return True
+
+    def holds_prefix(self, prompt: Prompt) -> bool:
+        return tuple(prompt.tokens[: prompt.prefix_len]) in self._prefix_states
+
     def forget(self, *, prefixes: bool = False) -> None:
         """Empty the KV cache, e.g. to time a cold prompt; with `prefixes`, the saved prefix
         states too, so the next prompt is evaluated as in a fresh process."""
@@ -607,15 +631,33 @@ def _shares(logits: np.ndarray, tokens: Sequence[int]) -> np.ndarray:
     return shares / shares.sum()
 
 
+def read_model_name(path: Path) -> str:
+    """The name a loaded model will have (heads are keyed by it), reading only the vocabulary
+    and metadata, not the weights."""
+    _check_gguf_file(path)
+    try:
+        llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
+    except (ValueError, RuntimeError, OSError) as error:
+        raise ModelLoadError(f"llama.cpp could not read {path} ({error}).") from None
+    try:
+        return _model_name(llm.metadata, path)
+    finally:
+        llm.close()
+
+
+def _model_name(metadata: dict[str, str], path: Path) -> str:
+    return metadata.get("general.name") or path.stem
+
+
 def _check_gguf_file(path: Path) -> None:
     if not path.is_file():
-        raise ModelNotFound(f"Model file not found: {path}. Run: python scripts/download_model.py")
+        raise ModelNotFound(f"Model file not found: {path}. Run: allinone download")
     with path.open("rb") as file:
         magic = file.read(4)
     if magic != b"GGUF":
         raise ModelLoadError(
             f"{path} is not a GGUF model (it does not start with 'GGUF'). Give a .gguf file, "
-            "or download one: python scripts/download_model.py"
+            "or download one: allinone download"
         )
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from app.config import Settings, bundled_file
 from app.errors import ModelNotFound
 
-DOWNLOAD_COMMAND = "python scripts/download_model.py"
+DOWNLOAD_COMMAND = "allinone download"
 
 
 class _Strict(BaseModel):

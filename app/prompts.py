@@ -339,7 +339,7 @@ def _load_head(role: Role, path: Path) -> Head:
     if head.fingerprint != role.fingerprint():
         raise PromptsError(
             f"{where}: the head was trained under a different prompt (system, template, examples "
-            f"or labels changed). Retrain it: python scripts/train_head.py --role {role.name}"
+            f"or labels changed). Retrain it: allinone train-head --role {role.name}"
         )
     return head
 

@@ -1,18 +1,19 @@
 #!/usr/bin/env python3
 """Which way of turning the model's answer into a label pays? One table on dev.
 
-    python scripts/train_head.py --features reports/train_features.npz   # once
-    python scripts/compare_decisions.py --features reports/train_features.npz
+    python scripts/compare_decisions.py [--rows 2000] [--role sentiment]
 
 Compares, on the same dev run: the label logits alone (argmax, = greedy grammar decoding), a
 decision threshold on P(正面) from those logits calibrated on the TRAINING rows, and the
 learned head on middle-layer states fit on 500 / 1,000 / all training rows. Dev is only
-measured, never fitted.
+measured, never fitted. Training features come from the same resumable chunks that
+`allinone train-head` writes under the cache folder (the same rows and seed reuse them).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from pathlib import Path
 
@@ -22,31 +23,36 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from app.dispatcher import Assistant  # noqa: E402
-from app.evaluation import DEFAULT_DEV, load_labelled  # noqa: E402
-from app.head import fit  # noqa: E402
-from scripts.train_head import extract  # noqa: E402
+from app.head import default_layers, fit  # noqa: E402
+from app.measure.evaluation import DEFAULT_DEV, load_labelled  # noqa: E402
+from app.training import TRAIN_ROWS, balanced_sample, extract, read_rows  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--features", type=Path, required=True, help="training features from train_head.py"
-    )
+    parser.add_argument("--rows", type=int, default=2000, help="training rows (default: 2000)")
+    parser.add_argument("--seed", type=int, default=13, help="row sampling seed (default: 13)")
     parser.add_argument(
         "--dev", type=Path, default=DEFAULT_DEV, help="labelled dev file (default: %(default)s)"
     )
     parser.add_argument("--role", default="sentiment")
     args = parser.parse_args()
 
-    train = np.load(args.features)
-    x_train, y_train, p_train = train["x"], train["y"], train["p"]
-    layers = tuple(int(layer) for layer in train["layers"])
     assistant = Assistant.load(heads=False)
     role = assistant.roles.get(args.role)
+    layers = default_layers(assistant.engine.n_layer)
+    texts, labels = read_rows(TRAIN_ROWS)
+    picked = balanced_sample(texts, labels, role.labels, args.rows, args.seed)
+    work = assistant.settings.cache_dir / "compare-decisions"
+    key = f"{role.name}-{role.fingerprint()}-{args.rows}-{args.seed}"
+    x_train, p_train = extract(assistant, role, [t for t, _ in picked], layers, work / key)
+    y_train = np.asarray([1 if label == role.labels[0] else 0 for _, label in picked])
     examples = load_labelled(args.dev)
-    x_dev, p_dev = extract(assistant, role, [example.text for example in examples], layers)
+    dev_texts = [example.text for example in examples]
+    dev_key = hashlib.sha256("\n".join(dev_texts).encode("utf-8")).hexdigest()[:12]
+    x_dev, p_dev = extract(assistant, role, dev_texts, layers, work / f"dev-{key}-{dev_key}")
     y_dev = np.asarray([1 if e.label == role.labels[0] else 0 for e in examples])
 
     candidates = np.unique(p_train)

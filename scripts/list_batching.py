@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from app.engine import PAD_SLACK, STREAM_CELLS, STREAMS  # noqa: E402
-from app.evaluation import DEFAULT_DEV, load_labelled  # noqa: E402
+from app.measure.evaluation import DEFAULT_DEV, load_labelled  # noqa: E402
 
 
 def main() -> None:
@@ -50,8 +50,8 @@ def main() -> None:
     if args.slack < 0:
         sys.exit("--slack must be 0 or more.")
 
-    from app.bench import raw_floor
     from app.dispatcher import Assistant
+    from app.measure.bench import raw_floor
     from app.streams import StreamBatch, plan
 
     assistant = Assistant.load(heads=False)

@@ -59,8 +59,8 @@ def _checkout(rev: str, into: Path) -> Path:
 def make(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from app.chat_quality import load_messages
     from app.dispatcher import Assistant
+    from app.measure.chat_quality import load_messages
     from app.prompts import load_roles
 
     messages = load_messages(args.messages)

@@ -34,6 +34,7 @@ class FakeEngine:
     model_name = "Fake Model"
     hidden_size = 3  # width of the per-layer "states" choose() returns (zeros)
 
+    n_layer = 24
     middle_layers = range(23)
 
     def __init__(self, n_ctx: int = 2048) -> None:
@@ -42,6 +43,7 @@ class FakeEngine:
         self.replies: list[list[str]] = []
         self.calls: list[tuple[str, list[dict[str, str]]]] = []
         self.last_messages: list[dict[str, str]] = []
+        self.prefixes: dict[tuple[int, ...], bytes] = {}  # prefix states offered from disk
 
     def enqueue_choice(self, probabilities: list[float]) -> None:
         self.choices.append(probabilities)
@@ -67,6 +69,16 @@ class FakeEngine:
         text = "".join(f"<{m['role']}>{m['content']}" for m in messages)
         prefix = "".join(f"<{m['role']}>{m['content']}" for m in messages[:prefix_messages])
         return Prompt(tokens=[ord(c) for c in text], prefix_len=len(prefix))
+
+    def holds_prefix(self, prompt: Prompt) -> bool:
+        return tuple(prompt.tokens[: prompt.prefix_len]) in self.prefixes
+
+    def offer_prefix_state(self, prompt: Prompt, state: bytes) -> bool:
+        self.prefixes[tuple(prompt.tokens[: prompt.prefix_len])] = state
+        return True
+
+    def prefix_state(self, prompt: Prompt) -> bytes:
+        return b"kv:" + bytes(str(len(prompt.tokens[: prompt.prefix_len])), "ascii")
 
     def check_fits(self, prompt: Prompt, reserve: int = 1) -> None:
         if len(prompt.tokens) + reserve > self.n_ctx:
@@ -115,8 +127,7 @@ def _model_path() -> Path:
         return resolve_model_path(load_settings())
     except ModelNotFound as error:
         pytest.fail(
-            f"{error}\nThe integration tests need the real model: run "
-            "`python scripts/download_model.py` first.",
+            f"{error}\nThe integration tests need the real model: run `allinone download` first.",
             pytrace=False,
         )
 

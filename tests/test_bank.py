@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from app import chat_quality as cq
 from app.bank import ExampleBank, Exchange, load_bank
 from app.errors import PromptsError
+from app.measure import chat_quality as cq
 from tests.conftest import ROOT, write
 
 BANK = ROOT / "banks" / "chat.yaml"

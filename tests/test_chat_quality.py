@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from app import chat_quality as cq
+from app.measure import chat_quality as cq
 from tests.conftest import ROOT, run_cli
 
 

@@ -136,7 +136,7 @@ def test_real_corrupt_model_file_is_a_clear_error(tmp_path, content, message):
 def test_real_missing_model_prints_the_download_command(tmp_path):
     result = run_cli("chat", "--once", "你好", "--models-dir", str(tmp_path))
     assert result.returncode == 2
-    assert "python scripts/download_model.py" in result.stderr
+    assert "allinone download" in result.stderr
 
 
 def test_serve_on_a_busy_port_is_a_clear_error_before_loading():

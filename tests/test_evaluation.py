@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from app import evaluation, report
-from app.baselines import snownlp, tfidf_lr
 from app.errors import InputError
+from app.measure import evaluation, report
+from app.measure.baselines import snownlp, tfidf_lr
 from tests.conftest import ROOT, run_cli, write
 
 

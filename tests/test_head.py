@@ -62,7 +62,7 @@ def test_head_is_loaded_for_its_role(tmp_path):
 
 def test_head_trained_under_another_prompt_is_refused(tmp_path):
     fingerprint = load_roles(ROOT / "prompts.yaml").sentiment.fingerprint()
-    with pytest.raises(PromptsError, match="train_head.py --role sentiment"):
+    with pytest.raises(PromptsError, match="allinone train-head --role sentiment"):
         load_roles(prompts_with_head(tmp_path, toy_head(fingerprint), system_suffix="改了"))
 
 
@@ -79,7 +79,7 @@ def test_broken_head_file_names_the_field(tmp_path):
 )
 def test_a_head_the_model_cannot_feed_is_refused(layers, width, message):
     head = dataclasses.replace(toy_head(n=8), layers=layers)
-    with pytest.raises(PromptsError, match=message + ".*train_head.py --role mood"):
+    with pytest.raises(PromptsError, match=message + ".*allinone train-head --role mood"):
         check_fits(head, range(23), n_embd=width // 2, role="mood", where="here")
     check_fits(toy_head(n=8), range(23), n_embd=4, role="mood", where="here")  # fits: no error
 
@@ -107,7 +107,7 @@ def test_a_head_trained_on_another_model_falls_back_to_the_logits(tmp_path, capl
     assert assistant.sentiment("随便").label == "正面"  # the head alone would say 负面
     assert assistant.sentiment("随便").confidence == pytest.approx(0.8)
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and "train_head.py --role sentiment" in warnings[0]
+    assert len(warnings) == 1 and "allinone train-head --role sentiment" in warnings[0]
 
 
 def test_shipped_head_reads_the_loaded_models_middle_layers(assistant):
@@ -128,7 +128,7 @@ def test_shipped_head_reads_the_loaded_models_middle_layers(assistant):
 def test_mood_head_reads_everyday_lines_at_least_as_well_as_the_review_head(assistant):
     """Why the chat's tone follows `mood`, not `sentiment`: on the 60 everyday lines the head
     fit on 14,800 reviews scores lower than the 2,000-row one (80.0% vs 83.3% when measured)."""
-    from app.evaluation import load_labelled
+    from app.measure.evaluation import load_labelled
 
     lines = load_labelled(ROOT / "tests" / "data" / "conversational.csv")
     texts, gold = [e.text for e in lines], [e.label for e in lines]
@@ -148,4 +148,5 @@ def test_a_hand_edited_head_naming_a_missing_layer_fails_at_load_with_a_hint(mod
     prompts = prompts_with_head(tmp_path, edited)
     result = run_cli("run", "sentiment", "好吃", "--prompts", str(prompts))
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "layers [40]" in result.stderr and "train_head.py --role sentiment" in result.stderr
+    assert "layers [40]" in result.stderr
+    assert "allinone train-head --role sentiment" in result.stderr

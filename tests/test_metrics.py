@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app import metrics
+from app.measure import metrics
 
 L = ("正面", "负面")
 GOLD = ["正面", "正面", "正面", "负面", "负面"]

@@ -46,7 +46,7 @@ def test_any_catalogued_model_when_default_missing(tmp_path, catalog):
 
 def test_nothing_downloaded_prints_the_download_command(tmp_path, monkeypatch, catalog):
     monkeypatch.delenv("ALLINONE_MODEL", raising=False)
-    with pytest.raises(ModelNotFound, match="python scripts/download_model.py"):
+    with pytest.raises(ModelNotFound, match="allinone download"):
         resolve_model_path(load_settings(models_dir=tmp_path), catalog)
 
 

@@ -127,3 +127,39 @@ def test_an_unsure_verdict_lets_the_nearest_group_of_any_mood_set_the_tone(
     fake_engine.enqueue_choice([0.95, 0.05])  # sure: only its own mood's groups
     list(fake_assistant.respond("考上研究生了")[1])
     assert asked[-1] == "正面"
+
+
+def test_a_small_context_drops_retrieved_turns_before_refusing(fake_assistant, monkeypatch):
+    from tests.conftest import FakeEngine
+
+    bank = fake_assistant.roles.banks["assistant"]
+    long_turn = Exchange(topic="t", mood="负面", input="长" * 300, output="长" * 300)
+    monkeypatch.setattr(bank, "shots", lambda *args: [long_turn])
+    small = FakeEngine(n_ctx=700)  # room for the system prompt and a message, not the turn
+    fake_assistant.engine = small
+    small.enqueue_choice([0.1, 0.9])
+    verdict, stream = fake_assistant.respond("心情不好")
+    assert "".join(stream) and verdict.label == "负面"
+    assert "长" * 300 not in [m["content"] for m in small.calls[-1][1]]
+
+
+def test_each_group_prefix_is_kept_on_disk_once_and_offered_back(fake_assistant, fake_engine):
+    bank = fake_assistant.roles.banks["assistant"]
+    k = fake_assistant.roles.chat.bank.k
+    kept = sorted((fake_assistant.settings.cache_dir / "prefixes").glob("*.kv"))
+    assert len(kept) == len(bank.groups(k)) > 10  # written when the fixture prepared the bank
+    fake_engine.enqueue_choice([0.1, 0.9])
+    list(fake_assistant.respond("最近压力好大")[1])
+    assert len(fake_engine.prefixes) == 1  # the message's group, offered from its file
+    assert next(iter(fake_engine.prefixes.values())).startswith(b"kv:")
+
+
+@pytest.mark.model
+def test_a_group_prefix_from_disk_gives_the_reply_the_memory_gives(assistant):
+    assistant.prepare_bank()
+    message = "今天考试没考好，心里很难受。"
+    _, stream = assistant.respond(message, temperature=0.0, max_tokens=40)
+    in_memory = "".join(stream)
+    assistant.engine.forget(prefixes=True)  # as a fresh process: nothing held
+    _, stream = assistant.respond(message, temperature=0.0, max_tokens=40)
+    assert "".join(stream) == in_memory

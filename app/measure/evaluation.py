@@ -24,12 +24,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from app import metrics
 from app.errors import InputError
+from app.measure import metrics
 
 LABELS = ("正面", "负面")
 ALL_METHODS = ("allinone", "published", "tfidf_lr", "snownlp")
-SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # beside the checkout
 DEFAULT_TRAIN = SHARED_DATA / "reviews_train.csv"
 DEFAULT_DEV = SHARED_DATA / "reviews_dev.csv"
 Predict = Callable[[str], tuple[str, float]]
@@ -139,11 +139,11 @@ def build_method(
     if name == "published":
         return published_method(assistant, role)
     if name == "tfidf_lr":
-        from app.baselines import tfidf_lr
+        from app.measure.baselines import tfidf_lr
 
         return tfidf_lr(train)
     if name == "snownlp":
-        from app.baselines import snownlp
+        from app.measure.baselines import snownlp
 
         return snownlp()
     raise InputError(f"Unknown method {name!r}; choose from {', '.join(ALL_METHODS)}.")
@@ -206,7 +206,7 @@ def probe(
     command = [
         sys.executable,
         "-m",
-        "app.evaluation",
+        "app.measure.evaluation",
         name,
         json.dumps(settings, default=str),
         str(train),

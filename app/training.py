@@ -1,0 +1,203 @@
+"""Train a role's learned head for whatever model is loaded, on the user's own machine.
+
+Why: a head reads one model's hidden states (app/head.py), so the heads shipped for the mirror
+model do not fit another GGUF, and the role falls back to the label logits (dev 80.7% instead
+of 86%). The training rows ship inside the package (reviews_train.csv, gzipped), so an
+installed user can run `allinone train-head --role sentiment` and get the full accuracy back.
+
+How: a class-balanced sample of rows goes through the role's prompt on the list path; the
+pooled states of the head's layers are saved in chunks of CHUNK rows under the cache folder,
+so Ctrl-C and the same command again resumes where it stopped. A standardised logistic
+regression is fit (app/head.py; C by 5-fold cross-validation on those rows only) and written to
+the per-user data folder, keyed by model and role, never into site-packages. `find_user_head`
+is how `Assistant.load` finds it again.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+import random
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from app.config import bundled_file
+from app.errors import InputError
+from app.head import Head, fit, load_head
+from app.prompts import Role, RoleBook
+
+CHUNK = 256  # rows a chunk file holds: the most an interrupt loses
+TRAIN_ROWS = bundled_file("reviews_train.csv.gz", "data/reviews_train.csv.gz")
+SECONDS_PER_ROW = 0.22  # measured here: 2 cores, the 0.5B mirror model, list path
+
+
+def user_heads_dir() -> Path:
+    """Heads trained on this machine: $XDG_DATA_HOME/allinone/heads (~/.local/share/...)."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "allinone" / "heads"
+
+
+def user_head_path(model_name: str, role: str) -> Path:
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model_name).strip("-").lower() or "model"
+    return user_heads_dir() / slug / f"{role}.json"
+
+
+def train_command(role: str) -> str:
+    minutes = max(1, round(2000 * SECONDS_PER_ROW / 60))
+    return f"allinone train-head --role {role} (about {minutes} minutes for 2,000 rows on 2 cores)"
+
+
+def find_user_head(model_name: str, role: Role) -> Head | None:
+    """The head this machine trained for `role` on `model_name`, if any and still valid for the
+    role's prompt and labels; a stale one is ignored (the caller warns with the command)."""
+    path = user_head_path(model_name, role.name)
+    if not path.is_file():
+        return None
+    head = load_head(path, f"{path}")
+    if head.labels != role.labels or head.fingerprint != role.fingerprint():
+        return None
+    return head
+
+
+def heads_missing(roles: RoleBook, model_name: str) -> list[str]:
+    """Roles meant to decide with a head that have none for `model_name` (shipped or trained
+    here): they fall back to the label logits."""
+    return [
+        name
+        for name, role in roles.roles.items()
+        if role.head
+        and (name not in roles.heads or roles.heads[name].model != model_name)
+        and find_user_head(model_name, role) is None
+    ]
+
+
+def read_rows(path: Path) -> tuple[list[str], list[str]]:
+    """text,label rows of a CSV file, gzipped or not."""
+    if not path.is_file():
+        raise InputError(f"Training file not found: {path} (give one with --train).")
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    reader = csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))
+    if not reader.fieldnames or not {"text", "label"} <= set(reader.fieldnames):
+        raise InputError(f"{path}: expected a CSV with 'text' and 'label' columns.")
+    rows = [row for row in reader if (row.get("text") or "").strip()]
+    return [row["text"] for row in rows], [row["label"] for row in rows]
+
+
+def balanced_sample(
+    texts: Sequence[str], labels: Sequence[str], wanted: Sequence[str], rows: int, seed: int
+) -> list[tuple[str, str]]:
+    """`rows` rows, the same number of each label, drawn with `seed` (the same rows each run)."""
+    rng = random.Random(seed)
+    by_label = {
+        label: [t for t, lab in zip(texts, labels, strict=True) if lab == label] for label in wanted
+    }
+    per_label = rows // len(wanted)
+    short = [label for label in wanted if len(by_label[label]) < per_label]
+    if short or per_label < 5:
+        have = ", ".join(f"{len(by_label[label])} of {label}" for label in wanted)
+        raise InputError(
+            f"--rows {rows} needs {max(per_label, 5)} rows of each label; the training file "
+            f"has {have}. Ask for a number of rows it can balance."
+        )
+    picked = [(text, label) for label in wanted for text in rng.sample(by_label[label], per_label)]
+    rng.shuffle(picked)
+    return picked
+
+
+def extract(
+    assistant,
+    role: Role,
+    texts: Sequence[str],
+    layers: Sequence[int],
+    work_dir: Path,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per text: the layers' pooled states and P(labels[0]) from the label logits alone.
+
+    Chunk files already in `work_dir` (from an interrupted run with the same rows, layers,
+    prompt and model) are read, not recomputed. Through the list path (`choose_many`), whose
+    results equal one-text `choose` (tests/test_streams.py) and which is ~20% faster here.
+    """
+    engine = assistant.engine
+    work_dir.mkdir(parents=True, exist_ok=True)
+    states, first = [], []
+    for start in range(0, len(texts), CHUNK):
+        path = work_dir / f"chunk-{start // CHUNK:05d}.npz"
+        batch = texts[start : start + CHUNK]
+        if path.is_file():
+            with np.load(path) as saved:
+                chunk_states, chunk_first = saved["x"], saved["p"]
+        else:
+            prompts = [assistant.prompt_for(role, text) for text in batch]
+            results = engine.choose_many(prompts, role.labels, layers=layers)
+            chunk_states = np.stack([pooled for _, pooled in results]).astype(np.float32)
+            chunk_first = np.asarray([probabilities[0] for probabilities, _ in results])
+            partial = path.with_name(path.stem + ".partial.npz")
+            np.savez(partial, x=chunk_states, p=chunk_first)
+            partial.replace(path)  # a chunk is there whole or not at all
+        states.append(chunk_states)
+        first.append(chunk_first)
+        if progress:
+            progress(min(start + CHUNK, len(texts)), len(texts))
+    return np.concatenate(states), np.concatenate(first)
+
+
+def train_head(
+    assistant,
+    role_name: str,
+    *,
+    rows: int = 2000,
+    layers: Sequence[int] | None = None,
+    seed: int = 13,
+    train: Path | None = None,
+    out: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    report: Callable[[str], None] = print,
+) -> tuple[Path, Head]:
+    """Train `role_name`'s head for the loaded model; returns where it was written and it."""
+    role = assistant.roles.get(role_name)
+    if len(role.labels) != 2:
+        raise InputError(
+            f"Role {role.name!r} has {len(role.labels)} labels; a head needs exactly two."
+        )
+    engine = assistant.engine
+    from app.head import default_layers
+
+    chosen = tuple(layers) if layers else default_layers(engine.n_layer)
+    outside = [layer for layer in chosen if layer not in engine.middle_layers]
+    if outside:
+        raise InputError(
+            f"--layers must lie within 0-{engine.middle_layers[-1]}: this model has "
+            f"{engine.n_layer} layers."
+        )
+    texts, labels = read_rows(train or TRAIN_ROWS)
+    picked = balanced_sample(texts, labels, role.labels, rows, seed)
+    key = "-".join(
+        [user_head_path(engine.model_name, role.name).parent.name, role.name, role.fingerprint()]
+        + [str(rows), str(seed), f"{chosen[0]}_{chosen[-1]}", str(len(texts))]
+    )
+    work_dir = assistant.settings.cache_dir / "train-head" / key
+    states, _ = extract(assistant, role, [t for t, _ in picked], chosen, work_dir, progress)
+    targets = [1 if label == role.labels[0] else 0 for _, label in picked]
+    try:
+        head = fit(
+            states, targets, role.labels, chosen, engine.model_name, role.fingerprint(),
+            report=report,
+        )  # fmt: skip
+    except ImportError:
+        raise InputError(
+            'Fitting a head needs scikit-learn: pip install "allinone[train]"'
+        ) from None
+    target = out or user_head_path(engine.model_name, role.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(head.to_json(), encoding="utf-8")
+    partial.replace(target)
+    return target, head

@@ -37,7 +37,7 @@ def default_models_dir() -> Path:
 
 
 def default_cache_dir() -> Path:
-    """Per-user cache for what is computed once per model (the example bank's vectors)."""
+    """Per-user cache for what is computed once per model (the example bank, train-head)."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "allinone"
 
@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     cache_dir: Path = Field(
         default_factory=default_cache_dir,
         description="Folder for what is computed once per model and kept (the example bank's "
-        "vectors); safe to delete.",
+        "vectors and group prefixes, train-head's features); safe to delete.",
     )
     prompts: Path = Field(
         default_factory=lambda: bundled_file("prompts.yaml", "prompts.yaml"),

@@ -116,3 +116,36 @@ def test_bad_train_head_flags_are_one_line_errors(fake_assistant, monkeypatch, f
     result = CliRunner().invoke(cli.main, ["train-head", *flags])
     assert result.exit_code != 0 and message in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.model
+def test_ctrl_c_keeps_the_finished_chunks_and_the_same_command_resumes(model_path, tmp_path):
+    """A real process, a real SIGINT after the first chunk is saved: exit 130 with the resume
+    hint, then the same command finishes without decoding that chunk again."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    env = os.environ | {"XDG_DATA_HOME": str(tmp_path / "d"), "XDG_CACHE_HOME": str(tmp_path / "c")}
+    command = [
+        sys.executable, "-m", "app.cli", "train-head", "--role", "mood",
+        "--rows", str(training.CHUNK + 40), "--model", str(model_path),
+        "--out", str(tmp_path / "mood.json"),
+    ]  # fmt: skip
+    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+    chunks = tmp_path / "c" / "allinone" / "train-head"
+    deadline = time.monotonic() + 300
+    while not list(chunks.glob("*/chunk-00000.npz")) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "run the same command again to resume" in stderr.lower() and "Traceback" not in stderr
+    (first,) = chunks.glob("*/chunk-00000.npz")
+    saved_at = first.stat().st_mtime_ns
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert first.stat().st_mtime_ns == saved_at, "the finished chunk was computed again"
+    assert json.loads((tmp_path / "mood.json").read_text())["labels"] == ["正面", "负面"]

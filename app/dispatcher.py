@@ -34,7 +34,7 @@ from app.guards import copy_runs
 from app.head import Head, check_fits, default_layers, features
 from app.models import resolve_model_path
 from app.prompts import Example, Role, RoleBook, load_roles
-from app.training import find_user_head, train_command
+from app.training import train_command, with_user_heads
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class Assistant:
             verbose=settings.verbose,
         )
         if heads:
-            roles = _with_user_heads(roles, engine.model_name)
+            roles = with_user_heads(roles, engine.model_name)
         for name, head in roles.heads.items():
             if head.model == engine.model_name:  # a foreign head falls back to the logits
                 where = f"{settings.prompts}: role {name!r}, field 'head'"
@@ -230,11 +230,8 @@ class Assistant:
             raise InputError(f"Role {role.name!r} answers with labels; use classify() for it.")
         settings, no_copy = self._sampling(role, sampling)
         text = _require_text(text)
-        fixed = role.examples_for(tone)
-        base = 1 + 2 * len(fixed)  # system + fixed turns: shared by every group's shots
         while True:  # a small context (the Pi profile) drops retrieved turns before failing
-            examples = [*fixed, *shots]
-            prefix = self._prefix_messages(role, tone, examples)
+            prefix, base, examples = self._shots_prefix(role, tone, shots)
             try:
                 prompt = self._fit_history(role, prefix, base, text, list(history), settings)
                 break
@@ -338,13 +335,20 @@ class Assistant:
 
     def _group_prompt(self, role: Role, shots: Sequence[Exchange]) -> Prompt:
         """The start of every reply whose shots are `shots` (their group's mood is the tone)."""
-        tone = shots[-1].mood
-        fixed = role.examples_for(tone)
-        prefix = self._prefix_messages(role, tone, [*fixed, *shots])
+        prefix, base, _ = self._shots_prefix(role, shots[-1].mood, shots)
         user = {"role": "user", "content": role.render("。")}
         return self.engine.chat_prompt(
-            [*prefix, user], prefix_messages=len(prefix), base_messages=1 + 2 * len(fixed)
+            [*prefix, user], prefix_messages=len(prefix), base_messages=base
         )
+
+    def _shots_prefix(
+        self, role: Role, tone: str | None, shots: Sequence[Exchange]
+    ) -> tuple[list[dict[str, str]], int, list[Example | Exchange]]:
+        """A reply's prefix messages, how many of them every group shares (system prompt and
+        the tone's fixed turns), and the turns shown."""
+        fixed = role.examples_for(tone)
+        examples: list[Example | Exchange] = [*fixed, *shots]
+        return self._prefix_messages(role, tone, examples), 1 + 2 * len(fixed), examples
 
     def _prefix_file(self, prompt: Prompt) -> Path:
         """Where a prefix's KV state is kept: named by the model and the prefix's tokens."""
@@ -430,18 +434,6 @@ class Assistant:
         settings["stop"] = tuple(settings.get("stop") or ())
         no_copy = int(settings.pop("no_copy"))  # type: ignore[call-overload]
         return Sampling(**settings), no_copy  # type: ignore[arg-type]
-
-
-def _with_user_heads(roles: RoleBook, model_name: str) -> RoleBook:
-    """Swap in the heads trained on this machine for `model_name` where the shipped head is
-    another model's."""
-    heads = dict(roles.heads)
-    for name, role in roles.roles.items():
-        if role.head and (name not in heads or heads[name].model != model_name):
-            found = find_user_head(model_name, role)
-            if found is not None:
-                heads[name] = found
-    return roles.model_copy(update={"heads": heads})
 
 
 def _verdict(role: Role, head: Head | None, probabilities: list[float], states: Any) -> Verdict:

@@ -64,15 +64,26 @@ def find_user_head(model_name: str, role: Role) -> Head | None:
     return head
 
 
+def with_user_heads(roles: RoleBook, model_name: str) -> RoleBook:
+    """`roles` with the heads trained on this machine for `model_name` swapped in wherever
+    the shipped head is another model's (or missing)."""
+    heads = dict(roles.heads)
+    for name, role in roles.roles.items():
+        if role.head and (name not in heads or heads[name].model != model_name):
+            found = find_user_head(model_name, role)
+            if found is not None:
+                heads[name] = found
+    return roles.model_copy(update={"heads": heads})
+
+
 def heads_missing(roles: RoleBook, model_name: str) -> list[str]:
     """Roles meant to decide with a head that have none for `model_name` (shipped or trained
     here): they fall back to the label logits."""
+    heads = with_user_heads(roles, model_name).heads
     return [
         name
         for name, role in roles.roles.items()
-        if role.head
-        and (name not in roles.heads or roles.heads[name].model != model_name)
-        and find_user_head(model_name, role) is None
+        if role.head and (name not in heads or heads[name].model != model_name)
     ]
 
 

@@ -9,11 +9,11 @@ Each returns a predict(text) -> (label, confidence) function.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from pathlib import Path
 
 from app.errors import InputError
+from app.training import read_rows
 
 Predict = Callable[[str], tuple[str, float]]
 POSITIVE, NEGATIVE = "正面", "负面"
@@ -26,14 +26,6 @@ def _require(module: str) -> None:
         raise InputError(f'The baselines need {module}: pip install -e ".[eval]"') from None
 
 
-def read_training(path: Path) -> tuple[list[str], list[str]]:
-    if not path.is_file():
-        raise InputError(f"Training file not found: {path} (give it with --train).")
-    with path.open(encoding="utf-8-sig", newline="") as file:
-        rows = [row for row in csv.DictReader(file) if (row.get("text") or "").strip()]
-    return [row["text"] for row in rows], [row["label"] for row in rows]
-
-
 def tfidf_lr(train_path: Path) -> Predict:
     """Train TF-IDF (char 1-3 grams) + logistic regression on the training file."""
     _require("sklearn")
@@ -41,7 +33,7 @@ def tfidf_lr(train_path: Path) -> Predict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    texts, labels = read_training(train_path)
+    texts, labels = read_rows(train_path)
     model = make_pipeline(
         TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True),
         LogisticRegression(C=4.0, max_iter=2000),

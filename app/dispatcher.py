@@ -88,6 +88,10 @@ class EngineLike(Protocol):
     def choose_many(
         self, prompts: Sequence[Prompt], labels: Sequence[str], *, layers: Sequence[int] = ()
     ) -> list[tuple[list[float], Any]]: ...
+    def read_states(self, prompt: Prompt, layers: Sequence[int]) -> np.ndarray: ...
+    def read_states_many(
+        self, prompts: Sequence[Prompt], layers: Sequence[int]
+    ) -> list[np.ndarray]: ...
     def choose_with_grammar(self, prompt: Prompt, grammar: str, labels: Sequence[str]) -> str: ...
     def stream(self, prompt: Prompt, sampling: Sampling) -> Iterator[str]: ...
 
@@ -151,12 +155,14 @@ class Assistant:
         """The verdict, and the pooled states of the head's layers (or of `layers` when the
         role's head is not in use): what the example bank compares messages by."""
         prompt = self.prompt_for(role, _require_text(text))
-        head = self._head_for(role) if use_head else None
-        watched = head.layers if head is not None else tuple(layers)
-        probabilities, states = self.engine.choose(prompt, role.labels, layers=watched)
-        return _verdict(role, head, probabilities, states), states
+        head = self.head_for(role) if use_head else None
+        if head is not None:  # the head decides: the pass stops after its deepest layer
+            states = self.engine.read_states(prompt, head.layers)
+            return _head_verdict(role, head, states), states
+        probabilities, states = self.engine.choose(prompt, role.labels, layers=tuple(layers))
+        return _verdict(role, probabilities), states
 
-    def _head_for(self, role: Role) -> Head | None:
+    def head_for(self, role: Role) -> Head | None:
         """The role's learned head, if it was trained on the loaded model (else: label logits)."""
         head = self.roles.heads.get(role.name)
         if head is None or head.model == self.engine.model_name:
@@ -183,19 +189,20 @@ class Assistant:
         llama.cpp calls); a bad text raises before any text of its window is decoded.
         """
         chosen = self._label_role(role)
-        head = self._head_for(chosen)
-        layers = head.layers if head is not None else ()
+        head = self.head_for(chosen)
         prompts = (self.prompt_for(chosen, _require_text(text)) for text in texts)
         for pending in windows(prompts, window):
-            yield from self._verdicts(chosen, head, pending, layers)
+            yield from self._verdicts(chosen, head, pending)
 
-    def _verdicts(
-        self, role: Role, head: Head | None, prompts: list[Prompt], layers: tuple[int, ...]
-    ) -> Iterator[Verdict]:
+    def _verdicts(self, role: Role, head: Head | None, prompts: list[Prompt]) -> Iterator[Verdict]:
         for prompt in prompts:
             self.engine.check_fits(prompt)
-        for probabilities, states in self.engine.choose_many(prompts, role.labels, layers=layers):
-            yield _verdict(role, head, probabilities, states)
+        if head is not None:  # the head decides: each pass stops after its deepest layer
+            for states in self.engine.read_states_many(prompts, head.layers):
+                yield _head_verdict(role, head, states)
+            return
+        for probabilities, _ in self.engine.choose_many(prompts, role.labels):
+            yield _verdict(role, probabilities)
 
     # -- text roles ----------------------------------------------------------------------
 
@@ -359,7 +366,7 @@ class Assistant:
     def _bank_layers(self, steering: Role) -> tuple[int, ...]:
         """The layers a message is compared by: the steering role's head's, when it is in use
         (no extra work: the verdict reads them anyway), else those a new head would read."""
-        head = self._head_for(steering)
+        head = self.head_for(steering)
         if head is not None:
             return head.layers
         return default_layers(self.engine.n_layer)
@@ -436,17 +443,20 @@ class Assistant:
         return Sampling(**settings), no_copy  # type: ignore[arg-type]
 
 
-def _verdict(role: Role, head: Head | None, probabilities: list[float], states: Any) -> Verdict:
-    """The label with the highest probability: the head's, when the role has one in use."""
-    if head is not None:
-        first = head.probability(states)
-        probabilities = [first, 1.0 - first]
+def _verdict(role: Role, probabilities: list[float]) -> Verdict:
+    """The label with the highest probability."""
     best = max(range(len(probabilities)), key=probabilities.__getitem__)
     return Verdict(
         label=role.labels[best],
         confidence=probabilities[best],
         probabilities=dict(zip(role.labels, probabilities, strict=True)),
     )
+
+
+def _head_verdict(role: Role, head: Head, states: np.ndarray) -> Verdict:
+    """The head's verdict from the states of its layers (the label logits play no part)."""
+    first = head.probability(states)
+    return _verdict(role, [first, 1.0 - first])
 
 
 def _require_text(text: str) -> str:

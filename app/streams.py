@@ -58,13 +58,22 @@ class StreamBatch:
         self.n_embd = llm.n_embd()
 
     def decode(
-        self, prefix: Sequence[int], rests: Sequence[Sequence[int]], layers: Sequence[int] = ()
+        self,
+        prefix: Sequence[int],
+        rests: Sequence[Sequence[int]],
+        layers: Sequence[int] = (),
+        *,
+        logits: bool = True,
     ) -> tuple[list[np.ndarray], np.ndarray]:
         """Decode token lists after the same prefix, one stream each, padded to the longest.
 
         Returns each one's last-token logits, and per text the pooled states of `layers`
         (shape (len(rests), len(layers), 2 * n_embd)), as `Engine.choose` computes them.
+        With `logits=False` the pass stops after the deepest of `layers` (app/hidden.py) and
+        no logits are returned: they were never computed.
         """
+        if not logits and not layers:
+            raise ValueError("a pass without logits must read some layers")
         length = max(len(rest) for rest in rests)
         if len(rests) > self.streams or not all(rests):
             raise ValueError("a stream batch takes up to `streams` non-empty token lists")
@@ -78,20 +87,21 @@ class StreamBatch:
             for offset, token in enumerate(padded):
                 self._put(position, token, len(prefix) + offset, seq, offset == len(rest) - 1)
                 position += 1
-        self._decode(position, layers)
-        logits = [
+        self._decode(position, layers, stop=not logits)
+        last_logits = [
             np.ctypeslib.as_array(
                 llama_cpp.llama_get_logits_ith(self._context, seq * length + len(rest) - 1),
                 shape=(self.n_vocab,),
             ).copy()
             for seq, rest in enumerate(rests)
+            if logits
         ]
         states = (
             self._tap.pooled_each(self.n_embd, [len(rest) for rest in rests])
             if layers
             else np.empty((len(rests), 0, 2 * self.n_embd))
         )
-        return logits, states
+        return last_logits, states
 
     def _prefix_state(self, prefix: tuple[int, ...]) -> bytes:
         """The prefix's KV as decoded alone from position 0 in stream 0 (as the engine does)."""
@@ -120,9 +130,9 @@ class StreamBatch:
         batch.seq_id[index][0] = seq
         batch.logits[index] = output
 
-    def _decode(self, n_tokens: int, layers: Sequence[int] = ()) -> None:
+    def _decode(self, n_tokens: int, layers: Sequence[int] = (), stop: bool = False) -> None:
         self._batch.n_tokens = n_tokens
-        with self._tap.watch(layers), deferred_signals():
+        with self._tap.watch(layers, stop=stop), deferred_signals():
             status = llama_cpp.llama_decode(self._context, self._batch)
         if status != 0:
             self._held = [None] * self.streams

@@ -47,12 +47,16 @@ def main() -> None:
     picked = balanced_sample(texts, labels, role.labels, args.rows, args.seed)
     work = assistant.settings.cache_dir / "compare-decisions"
     key = f"{role.name}-{role.fingerprint()}-{args.rows}-{args.seed}"
-    x_train, p_train = extract(assistant, role, [t for t, _ in picked], layers, work / key)
+    x_train, p_train = extract(
+        assistant, role, [t for t, _ in picked], layers, work / key, with_logits=True
+    )
     y_train = np.asarray([1 if label == role.labels[0] else 0 for _, label in picked])
     examples = load_labelled(args.dev)
     dev_texts = [example.text for example in examples]
     dev_key = hashlib.sha256("\n".join(dev_texts).encode("utf-8")).hexdigest()[:12]
-    x_dev, p_dev = extract(assistant, role, dev_texts, layers, work / f"dev-{key}-{dev_key}")
+    x_dev, p_dev = extract(
+        assistant, role, dev_texts, layers, work / f"dev-{key}-{dev_key}", with_logits=True
+    )
     y_dev = np.asarray([1 if e.label == role.labels[0] else 0 for e in examples])
 
     candidates = np.unique(p_train)

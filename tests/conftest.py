@@ -93,6 +93,14 @@ class FakeEngine:
     def choose_many(self, prompts: Sequence[Prompt], labels: Sequence[str], *, layers=()):
         return [self.choose(prompt, labels, layers=layers) for prompt in prompts]
 
+    def read_states(self, prompt: Prompt, layers: Sequence[int]):
+        self.check_fits(prompt)
+        self.calls.append(("states", self.last_messages))
+        return np.zeros((len(layers), self.hidden_size))
+
+    def read_states_many(self, prompts: Sequence[Prompt], layers: Sequence[int]):
+        return [self.read_states(prompt, layers) for prompt in prompts]
+
     def choose_with_grammar(self, prompt: Prompt, grammar: str, labels: Sequence[str]) -> str:
         self.calls.append(("grammar", self.last_messages))
         return labels[0]

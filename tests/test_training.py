@@ -61,7 +61,7 @@ def test_features_are_kept_in_chunks_and_a_second_run_reads_them(tmp_path, fake_
     role = fake_assistant.roles.get("sentiment")
     texts = [f"文本{i}" for i in range(training.CHUNK + 5)]
     states, first = training.extract(fake_assistant, role, texts, (14, 15), tmp_path / "w")
-    assert states.shape == (len(texts), 2, FakeEngine.hidden_size) and len(first) == len(texts)
+    assert states.shape == (len(texts), 2, FakeEngine.hidden_size) and first is None
     assert sorted(p.name for p in (tmp_path / "w").iterdir()) == [
         "chunk-00000.npz",
         "chunk-00001.npz",
@@ -70,9 +70,15 @@ def test_features_are_kept_in_chunks_and_a_second_run_reads_them(tmp_path, fake_
     def no_model(*args, **kwargs):
         raise AssertionError("every chunk was saved: nothing should be decoded again")
 
-    fake_assistant.engine.choose_many = no_model
+    fake_assistant.engine.read_states_many = no_model
     again, _ = training.extract(fake_assistant, role, texts, (14, 15), tmp_path / "w")
     assert np.array_equal(states, again)
+    # Asking for the label logits too decodes again (full passes) and keeps the same states.
+    del fake_assistant.engine.read_states_many
+    both, first = training.extract(
+        fake_assistant, role, texts, (14, 15), tmp_path / "w", with_logits=True
+    )
+    assert np.array_equal(both, states) and len(first) == len(texts)
 
 
 def test_train_head_command_writes_the_user_head_the_loader_finds(fake_assistant, monkeypatch):

@@ -95,7 +95,7 @@ def test_snownlp_baseline():
     assert label == "正面" and 0.5 <= confidence <= 1.0
 
 
-@pytest.mark.parametrize("method", ["allinone", "published"])
+@pytest.mark.parametrize("method", ["allinone", "published", "fullpass"])
 def test_llm_methods_run_the_chosen_label_role(fake_assistant, monkeypatch, method):
     asked = []
     prompt_for = fake_assistant.prompt_for
@@ -123,7 +123,7 @@ def test_unknown_method_is_refused():
 
 @pytest.mark.model
 def test_real_eval_run_on_a_small_slice(tmp_path, model_path):
-    """The whole harness, all four methods, on 12 dev rows: files written, figures sane."""
+    """The whole harness, the default methods, on 12 dev rows: files written, figures sane."""
     out = tmp_path / "report"
     result = run_cli(
         "eval",
@@ -139,7 +139,7 @@ def test_real_eval_run_on_a_small_slice(tmp_path, model_path):
     assert result.returncode == 0, result.stderr
     data = json.loads((out / "results.json").read_text(encoding="utf-8"))
     methods = {m["method"]: m for m in data["methods"]}
-    assert set(methods) == {"allinone", "published", "tfidf_lr", "snownlp"}
+    assert set(methods) == {"allinone", "published", "article", "tfidf_lr", "snownlp"}
     for m in methods.values():
         assert 0.0 <= m["accuracy"] <= 1.0 and m["n"] == 12
         assert m["peak_rss_mb"] > 10 and m["cold_start_s"] > 0

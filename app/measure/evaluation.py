@@ -5,6 +5,10 @@ Methods (pick with --method):
   greedy decoding under the labels' GBNF grammar writes, plus its probability);
 - `published`: the published All-in-One decoding on the same prompt and model: free generation
   of up to 10 tokens, a substring test for 正面, the whole prompt read for every text;
+- `article`: the article's own method on the same model: its short prompt (ARTICLE_PROMPT, no
+  examples) with the published decoding: the reference the benchmark sets our speed beside;
+- `fullpass`: All-in-One with every layer computed (the head reads the same states, the pass
+  just does not stop after them): what early exit is measured against;
 - `tfidf_lr`: char n-gram TF-IDF + logistic regression trained on reviews_train.csv;
 - `snownlp`: SnowNLP's shipped sentiment model.
 Latency is measured interleaved (text by text, method by method) so machine noise hits all alike.
@@ -28,7 +32,13 @@ from app.errors import InputError
 from app.measure import metrics
 
 LABELS = ("正面", "负面")
-ALL_METHODS = ("allinone", "published", "tfidf_lr", "snownlp")
+ALL_METHODS = ("allinone", "published", "article", "fullpass", "tfidf_lr", "snownlp")
+LLM_METHODS = ("allinone", "published", "article", "fullpass")
+# The article's prompt, word for word; it goes to the model as the user's message.
+ARTICLE_PROMPT = (
+    "你是一个冷酷的情感分析师。你的任务是对用户的每句话进行情绪极性判断。只能输出两个结果之一："
+    "“正面” 或 “负面”。禁止解释、禁止扩展、禁止换行。 输入：{text} 输出："
+)
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # beside the checkout
 DEFAULT_TRAIN = SHARED_DATA / "reviews_train.csv"
 DEFAULT_DEV = SHARED_DATA / "reviews_dev.csv"
@@ -132,12 +142,16 @@ def build_method(
 
     `role` picks the label role of the two LLM methods (default: the sentiment role).
     """
-    if name in ("allinone", "published"):
+    if name in LLM_METHODS:
         role = _label_role(assistant, role)
     if name == "allinone":
         return lambda text: _verdict(assistant.classify(text, role))
     if name == "published":
         return published_method(assistant, role)
+    if name == "article":
+        return article_method(assistant)
+    if name == "fullpass":
+        return full_pass_method(assistant, role)
     if name == "tfidf_lr":
         from app.measure.baselines import tfidf_lr
 
@@ -174,6 +188,39 @@ def published_method(assistant, role: str | None = None) -> Predict:
         assistant.engine.forget()
         output = "".join(assistant.engine.stream(prompt, sampling))
         return ("正面" if "正面" in output else "负面"), 1.0  # no probability: always "sure"
+
+    return predict
+
+
+def article_method(assistant) -> Predict:
+    """The article's method: its prompt, free generation of up to 10 tokens, look for 正面."""
+    from app.engine import Sampling
+
+    sampling = Sampling(temperature=0.0, repeat_penalty=1.0, max_tokens=10)
+
+    def predict(text: str) -> tuple[str, float]:
+        message = {"role": "user", "content": ARTICLE_PROMPT.format(text=text)}
+        prompt = assistant.engine.chat_prompt([message])  # no prefix: read whole every time
+        assistant.engine.forget()
+        output = "".join(assistant.engine.stream(prompt, sampling))
+        return ("正面" if "正面" in output else "负面"), 1.0
+
+    return predict
+
+
+def full_pass_method(assistant, role: str | None = None) -> Predict:
+    """Our verdict with early exit off: the head on the states of a full forward pass."""
+    chosen = assistant.roles.get(_label_role(assistant, role))
+    head = assistant.head_for(chosen)
+    if head is None:  # no head: the label logits need every layer anyway
+        return lambda text: _verdict(assistant.classify(text, chosen.name))
+
+    def predict(text: str) -> tuple[str, float]:
+        prompt = assistant.prompt_for(chosen, text)
+        _, states = assistant.engine.choose(prompt, chosen.labels, layers=head.layers)
+        first = head.probability(states)
+        best = 0 if first >= 0.5 else 1
+        return chosen.labels[best], max(first, 1.0 - first)
 
     return predict
 
@@ -223,7 +270,7 @@ def probe(
 def _probe_main(name: str, settings_json: str, train: str, role: str = "") -> None:
     """Child process: load one method, answer once, report peak RSS."""
     assistant = None
-    if name in ("allinone", "published"):
+    if name in LLM_METHODS:
         from app.dispatcher import Assistant
 
         assistant = Assistant.load(**json.loads(settings_json))

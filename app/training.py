@@ -147,6 +147,8 @@ def extract(
         path = work_dir / f"chunk-{start // CHUNK:05d}.npz"
         batch = texts[start : start + CHUNK]
         saved = dict(np.load(path)) if path.is_file() else {}
+        if len(saved.get("x", ())) != len(batch):  # a shorter run's last chunk: redo it
+            saved = {}
         if "x" not in saved or (with_logits and "p" not in saved):
             prompts = [assistant.prompt_for(role, text) for text in batch]
             if with_logits:

@@ -268,6 +268,7 @@ def create_app(load: Callable[[], Assistant]) -> FastAPI:
             completions = [await run_in_threadpool(_label_completion, current, text, role)]
         else:
             options = body.sampling()
+            json_format = body.json_format()
             choice = body.tool_choice_name()
             tools = body.tool_list() if choice != "none" else []
             completions = [  # each raises its 4xx here; none has touched the model yet
@@ -275,7 +276,7 @@ def create_app(load: Callable[[], Assistant]) -> FastAPI:
                     text,
                     history,
                     role=role,
-                    json_format=body.json_format(),
+                    json_format=json_format,
                     tools=tools,
                     tool_choice=choice,
                     seed=seed,

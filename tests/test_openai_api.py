@@ -195,6 +195,18 @@ def test_label_roles_refuse_what_a_label_cannot_mean(app_client):
     assert answer["usage"]["prompt_tokens"] > 0 and answer["usage"]["completion_tokens"] == 2
 
 
+def test_a_streamed_label_ends_with_the_usage_chunk(app_client):
+    body = {"model": "allinone:sentiment", "messages": HELLO, "stream": True}
+    body["stream_options"] = {"include_usage": True}
+    with app_client.stream("POST", "/v1/chat/completions", json=body) as response:
+        events = [line[5:].strip() for line in response.iter_lines() if line.startswith("data:")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(event) for event in events[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks[:-1])
+    assert text in ("正面", "负面") and chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] == 2
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [({"input": [[1, 2]]}, "input"), ({"input": "a", "dimensions": 8}, "dimensions")],

@@ -530,7 +530,6 @@ class Engine:
         generated: list[int] = []
         sentences = _SentenceCount(sampling.max_sentences)
         pending = ""
-        out.finish_reason = None
         with self._lock:
             out.cached_tokens = self._evaluate(prompt, exact=False)
             finish = "length"

@@ -11,6 +11,9 @@ reply's tone (`tones` in the YAML), so the two jobs share one model and one conv
     for piece in assistant.reply("你好"):        # streamed text
         print(piece, end="")
     verdict, stream = assistant.respond("今天又被老板骂了。")
+    reply = assistant.reply("提取城市", json_format=JsonFormat.from_schema(schema))
+    reply.text(), reply.usage                     # the JSON text; tokens evaluated / sampled
+    assistant.embed(["今天天气很好", "阳光明媚"])   # L2-normalised vectors, one row per text
 """
 
 from __future__ import annotations
@@ -26,14 +29,17 @@ from typing import Any, Literal, Protocol
 import numpy as np
 
 from app.bank import Exchange
+from app.completion import Completion
 from app.config import Settings, load_settings
 from app.engine import Engine, Prompt, Sampling
 from app.errors import InputError, InputTooLong
 from app.files import windows
 from app.guards import copy_runs
 from app.head import Head, check_fits, default_layers, features
+from app.json_output import JsonFormat
 from app.models import resolve_model_path
 from app.prompts import Example, Role, RoleBook, load_roles
+from app.tools import CALL_OPEN, Tool, ToolCall, call_format
 from app.training import train_command, with_user_heads
 
 log = logging.getLogger(__name__)
@@ -41,6 +47,13 @@ log = logging.getLogger(__name__)
 # auto: the role's learned head if it has one, else the label logits; logits: the label logits
 # alone (= greedy decoding under the labels' grammar); grammar: llama.cpp's GBNF sampler itself.
 Decode = Literal["auto", "logits", "grammar"]
+# JSON and tool replies are not cut short by a chat role's max_tokens (120 for 小暖).
+PLAIN_MAX_TOKENS = 512
+# Sampling options a caller may set that a role's `generation` does not carry.
+CALLER_OPTIONS = {"seed", "presence_penalty", "frequency_penalty", "top_logprobs"}
+# Embeddings: the text after a fixed, cached system turn, so no text's first token is the
+# sequence's first (whose states are outliers that would dominate a mean).
+EMBED_SYSTEM = "阅读下面的文本。"
 
 
 @dataclass(frozen=True)
@@ -54,10 +67,19 @@ class Verdict:
 
 @dataclass(frozen=True)
 class Turn:
-    """One message of a conversation."""
+    """One message of a conversation: an assistant turn may carry the tool calls it made, a
+    "tool" turn is a call's result."""
 
-    role: Literal["user", "assistant"]
+    role: Literal["user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    def message(self) -> dict[str, Any]:
+        """As the chat template takes it."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = [call.template_form() for call in self.tool_calls]
+        return message
 
 
 class EngineLike(Protocol):
@@ -67,16 +89,19 @@ class EngineLike(Protocol):
     model_name: str
     n_layer: int
     middle_layers: range
+    supports_tools: bool  # the model's chat template has a tools section
 
     def tokenize(self, text: str, *, special: bool = False) -> list[int]: ...
     def phrase_tokens(self, phrases: Sequence[str]) -> list[tuple[int, ...]]: ...
     def chat_prompt(
         self,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[dict[str, Any]],
         *,
         prefix_messages: int = 0,
         lead: str = "",
         base_messages: int = 0,
+        tools: Sequence[dict[str, Any]] = (),
+        reply_start: str = "",
     ) -> Prompt: ...
     def check_fits(self, prompt: Prompt, reserve: int = 1) -> None: ...
     def holds_prefix(self, prompt: Prompt) -> bool: ...
@@ -93,7 +118,9 @@ class EngineLike(Protocol):
         self, prompts: Sequence[Prompt], layers: Sequence[int]
     ) -> list[np.ndarray]: ...
     def choose_with_grammar(self, prompt: Prompt, grammar: str, labels: Sequence[str]) -> str: ...
-    def stream(self, prompt: Prompt, sampling: Sampling) -> Iterator[str]: ...
+    def stream(
+        self, prompt: Prompt, sampling: Sampling, *, reply_start: str = ""
+    ) -> Completion: ...
 
 
 class Assistant:
@@ -213,15 +240,76 @@ class Assistant:
         *,
         role: str | None = None,
         tone: str | None = None,
+        json_format: JsonFormat | None = None,
+        tools: Sequence[Tool] = (),
+        tool_choice: str = "auto",
         **sampling: object,
-    ) -> Iterator[str]:
+    ) -> Completion:
         """Stream the reply of a text role (default: the chat role) to `text` after `history`.
 
         `tone` is a label of the role's `steered_by` role (e.g. 负面) and adds its tone
         instruction. Old turns are dropped, oldest first, to keep the prompt inside the context.
+        `json_format` makes the reply one JSON value of that format (decoded under its grammar);
+        `tools` lets the model call functions: `tool_choice` "auto" (it decides), "required"
+        (one call, grammar-bound), a tool's name (a call to it) or "none".
+        Read `split_tool_calls(reply.text(), tools)` for the calls (app/tools.py).
         """
         chosen = self.roles.get(role or self.roles.defaults.chat)
+        if tool_choice == "none":
+            tools = ()
+        if json_format is not None or tools:
+            return self._plain_reply(
+                chosen, text, history, json_format, tools, tool_choice, sampling
+            )
         return self._reply(chosen, text, history, tone, 1.0, (), sampling)
+
+    def _plain_reply(
+        self,
+        role: Role,
+        text: str,
+        history: Sequence[Turn],
+        json_format: JsonFormat | None,
+        tools: Sequence[Tool],
+        tool_choice: str,
+        sampling: dict[str, object],
+    ) -> Completion:
+        """JSON and tool replies: the role's system prompt, no tone, no shown turns, and none of
+        the chat guards (banned phrases, sentence limit, its stop strings, no-copy, repeat
+        penalty): each could cut the JSON short or ban the very words an argument must copy."""
+        if role.is_classifier:
+            raise InputError(f"Role {role.name!r} answers with labels; use classify() for it.")
+        if json_format is not None and tools:
+            raise InputError("response_format: JSON output and tools cannot be combined.")
+        if tools and not self.engine.supports_tools:
+            raise InputError(
+                f"tools: the chat template of {self.engine.model_name!r} has no tools section, "
+                "so this model cannot be shown tools. Leave tools out, or load a model whose "
+                "template has one (Qwen2.5)."
+            )
+        forced = bool(tools) and tool_choice != "auto"
+        if forced:
+            name = None if tool_choice == "required" else tool_choice
+            json_format = call_format(tools, name)
+        system = role.system_prompt(None)
+        if json_format is not None and not forced:
+            system += "\n\n" + json_format.instruction()
+        given = {key: value for key, value in sampling.items() if value is not None}
+        defaults = {"stop": (), "max_tokens": PLAIN_MAX_TOKENS, "repeat_penalty": 1.0}
+        settings, _ = self._sampling(role, {**defaults, **given})
+        grammar = json_format.grammar if json_format is not None else ""
+        settings = replace(settings, max_sentences=0, grammar=grammar)
+        start = CALL_OPEN if forced else ""
+        prompt = self._fit_history(
+            role,
+            [{"role": "system", "content": system}],
+            1,
+            _require_text(text),
+            list(history),
+            settings,
+            tools=[tool.spec() for tool in tools],
+            reply_start=start,
+        )
+        return self.engine.stream(prompt, settings, reply_start=start)
 
     def _reply(
         self,
@@ -232,7 +320,7 @@ class Assistant:
         confidence: float,
         shots: Sequence[Exchange],
         sampling: dict[str, object],
-    ) -> Iterator[str]:
+    ) -> Completion:
         if role.is_classifier:
             raise InputError(f"Role {role.name!r} answers with labels; use classify() for it.")
         settings, no_copy = self._sampling(role, sampling)
@@ -265,7 +353,7 @@ class Assistant:
         *,
         role: str | None = None,
         **sampling: object,
-    ) -> tuple[Verdict, Iterator[str]]:
+    ) -> tuple[Verdict, Completion]:
         """Feel, then reply: the steering role's verdict on `text` picks the reply's tone (its
         instruction and the words it avoids), and, when the role has an example bank, the
         exchanges of the group nearest to `text` become the few-shot turns (found with the
@@ -371,6 +459,35 @@ class Assistant:
             return head.layers
         return default_layers(self.engine.n_layer)
 
+    # -- embeddings ----------------------------------------------------------------------
+
+    def embed(self, texts: str | Sequence[str]) -> np.ndarray:
+        """One L2-normalised vector per text (shape (len(texts), n_embd)): the mean hidden state
+        over the text's tokens of the middle layers a head reads (app/head.py), averaged.
+        Texts that mean alike are close by cosine; the same model, no second one loaded."""
+        layers = default_layers(self.engine.n_layer)
+        prompts = [
+            self._embed_prompt(_require_text(text))
+            for text in ([texts] if isinstance(texts, str) else texts)
+        ]
+        if not prompts:
+            raise InputError("Give at least one text to embed.")
+        rows = []
+        for states in self.engine.read_states_many(prompts, layers):  # stops after layer 18
+            vector = features(states)[states.shape[-1] // 2 :]  # the mean half, not the last
+            rows.append(vector / (np.linalg.norm(vector) or 1.0))
+        return np.stack(rows).astype(np.float32)
+
+    def _embed_prompt(self, text: str) -> Prompt:
+        """The cached system turn, the user turn's opening, then the text and nothing after it
+        (the template's tail would be the same in every vector)."""
+        system = {"role": "system", "content": EMBED_SYSTEM}
+        prompt = self.engine.chat_prompt(
+            [system, {"role": "user", "content": text}], prefix_messages=1
+        )
+        end = prompt.prefix_len + len(self.engine.tokenize(text))
+        return Prompt(tokens=prompt.tokens[:end], prefix_len=prompt.prefix_len)
+
     def run(self, role: str, text: str) -> Verdict | Iterator[str]:
         """Any role by name: a Verdict for label roles, a text stream for text roles."""
         chosen = self.roles.get(role)
@@ -410,13 +527,20 @@ class Assistant:
         text: str,
         history: list[Turn],
         sampling: Sampling,
+        *,
+        tools: Sequence[dict[str, Any]] = (),
+        reply_start: str = "",
     ) -> Prompt:
         user = {"role": "user", "content": role.render(text)}
         reserve = min(sampling.max_tokens, self.engine.n_ctx // 4)
         while True:
-            turns = [{"role": turn.role, "content": turn.content} for turn in history]
+            turns = [turn.message() for turn in history]
             prompt = self.engine.chat_prompt(
-                [*prefix, *turns, user], prefix_messages=len(prefix), base_messages=base
+                [*prefix, *turns, user],
+                prefix_messages=len(prefix),
+                base_messages=base,
+                tools=tools,
+                reply_start=reply_start,
             )
             try:
                 self.engine.check_fits(prompt, reserve=reserve)
@@ -430,7 +554,7 @@ class Assistant:
     def _sampling(self, role: Role, overrides: dict[str, object]) -> tuple[Sampling, int]:
         """The role's generation settings with the caller's overrides, and its `no_copy`."""
         settings = role.generation.model_dump()
-        unknown = set(overrides) - set(settings) - {"seed"}
+        unknown = set(overrides) - set(settings) - CALLER_OPTIONS
         if unknown:
             raise InputError(f"Unknown sampling option(s): {', '.join(sorted(unknown))}.")
         settings.update({key: value for key, value in overrides.items() if value is not None})

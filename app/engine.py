@@ -25,8 +25,9 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import llama_cpp
 import numpy as np
@@ -34,7 +35,8 @@ from llama_cpp import Llama, LlamaGrammar
 from llama_cpp._internals import LlamaSampler
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from app.errors import InputTooLong, ModelLoadError, ModelNotFound
+from app.completion import Completion, TokenLogprob
+from app.errors import InputError, InputTooLong, ModelLoadError, ModelNotFound
 from app.guards import Ban
 from app.hidden import LayerTap, deferred_signals
 from app.streams import StreamBatch, plan
@@ -53,6 +55,7 @@ STREAM_CELLS = 512
 # Texts whose lengths differ by up to this many tokens share a call (the shorter ones padded):
 # 2% of the tokens decoded are padding on dev, and its 300 texts take 50 calls instead of 110.
 PAD_SLACK = 8
+PENALTY_WINDOW = 64  # tokens the penalties look back over (llama.cpp server's default too)
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,12 @@ class Sampling:
     max_sentences: int = 0  # end after this many sentences (0: no limit)
     banned: tuple[tuple[int, ...], ...] = ()  # token sequences never completed (app/guards.py)
     no_repeat: int = 0  # no run of this many tokens twice in the reply (0: off)
+    # OpenAI's penalties, applied by llama.cpp's penalties sampler over the last
+    # PENALTY_WINDOW tokens generated: logit - count * frequency - (count > 0) * presence.
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    grammar: str = ""  # GBNF the reply must match (JSON mode, forced tool calls); "" for none
+    top_logprobs: int | None = None  # None: no logprobs; n: each token's and n alternatives
 
 
 @dataclass(frozen=True)
@@ -133,6 +142,8 @@ class Engine:
         self._logits_stale = False  # True after a pass stopped early (read_states)
         self.generated_tokens = 0  # tokens sampled by stream() since the load, for benchmarks
         template = self.llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        # Qwen2.5's template renders OpenAI tools; ChatML and Qwen1.5's cannot show any.
+        self.supports_tools = "tools" in template
         specials = {
             "eos_token": self._token_text(self.llm.token_eos()),
             "bos_token": self._token_text(self.llm.token_bos()),
@@ -153,11 +164,13 @@ class Engine:
 
     def chat_prompt(
         self,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[dict[str, Any]],
         *,
         prefix_messages: int = 0,
         lead: str = "",
         base_messages: int = 0,
+        tools: Sequence[dict[str, Any]] = (),
+        reply_start: str = "",
     ) -> Prompt:
         """Render messages with the model's own chat template, ready for the assistant's turn.
 
@@ -169,16 +182,25 @@ class Engine:
         typed by a user stays text and can never close a turn or forge a role.
         `base_messages` marks a shorter start of the prefix that other prefixes share (a chat
         role's system prompt before its retrieved examples): the engine keeps it too.
+        `tools` (OpenAI function specs) go to the template's tools section, other message keys
+        (an assistant turn's `tool_calls`) to the template as they are; both are template text,
+        so the caller checks they hold no control-token text (app/tools.py). `reply_start` is
+        text the assistant's turn is made to begin with (a forced tool call's opening tag).
         """
-        markers = [f"\x00{index}\x00" for index in range(len(messages))]
+        # An empty content gets no marker: templates test it ("if message.content").
+        markers = [
+            f"\x00{index}\x00" if message["content"] else ""
+            for index, message in enumerate(messages)
+        ]
         placeholders = [
-            {"role": message["role"], "content": marker}
+            {**message, "content": marker}
             for message, marker in zip(messages, markers, strict=True)
         ]
-        full = self._formatter(messages=placeholders).prompt
+        extra = {"tools": list(tools)} if tools else {}
+        full = self._formatter(messages=placeholders, **extra).prompt
         boundary = -1
         if prefix_messages:
-            head = self._prefix_formatter(messages=placeholders[:prefix_messages]).prompt
+            head = self._prefix_formatter(messages=placeholders[:prefix_messages], **extra).prompt
             boundary = len(head) if full.startswith(head) else -1
 
         tokens: list[int] = []
@@ -187,6 +209,8 @@ class Engine:
         for index, (message, marker) in enumerate(
             [*zip(messages, markers, strict=True), ({"content": ""}, None)]
         ):
+            if marker == "":  # nothing to find: its template text joins the next segment
+                continue
             at = full.find(marker, position) if marker else len(full)
             if at < 0:
                 raise ModelLoadError(
@@ -209,6 +233,7 @@ class Engine:
                 content = content[len(lead) :]
             tokens += self.tokenize(content) if marker else []
             position = at + len(marker or "")
+        tokens += self.tokenize(reply_start, special=True)
         return Prompt(tokens=tokens, prefix_len=prefix_len, base_len=min(base_len, prefix_len))
 
     def phrase_tokens(self, phrases: Sequence[str]) -> list[tuple[int, ...]]:
@@ -249,8 +274,9 @@ class Engine:
 
     def _evaluate(
         self, prompt: Prompt, *, exact: bool, layers: Sequence[int] = (), stop: bool = False
-    ) -> None:
-        """Leave the KV cache holding exactly `prompt.tokens`, with fresh logits for the last.
+    ) -> int:
+        """Leave the KV cache holding exactly `prompt.tokens`, with fresh logits for the last;
+        return how many of them were already there (restored or kept), not decoded now.
 
         The prefix's KV only ever comes from decoding the prefix alone from position 0 (or from
         restoring a state saved right after that), never from a longer batch: llama.cpp's
@@ -289,6 +315,7 @@ class Engine:
         with self._tap.watch(layers, stop=stop):
             self._decode(tokens[keep:])
         self._logits_stale = self._tap.cut_short
+        return keep
 
     def _restore_longest(self, prefix: tuple[int, ...], held: int) -> int:
         """Put the longest known start of `prefix` in the KV (a saved prefix state, or what the
@@ -530,18 +557,28 @@ class Engine:
 
     # -- streaming generation -------------------------------------------------------------
 
-    def stream(self, prompt: Prompt, sampling: Sampling) -> Iterator[str]:
-        """Yield text pieces as they are generated; stops at end-of-turn, stop strings or limit.
+    def stream(self, prompt: Prompt, sampling: Sampling, *, reply_start: str = "") -> Completion:
+        """Generate a reply: a `Completion` yielding text pieces as they are generated; it stops
+        at end-of-turn, a stop string, the grammar's end or the token limit.
 
         Control tokens (end of turn, role markers) end the reply and are never shown. The lock is
-        held from the first piece until the generator finishes or is closed.
+        held from the first piece until the generator finishes or is closed. The sampler is built
+        here, so a grammar llama.cpp cannot parse is an error now, not mid-stream.
         """
         self.check_fits(prompt, reserve=1)
         budget = min(sampling.max_tokens, self.n_ctx - len(prompt.tokens))
-        return self._generate(prompt, sampling, budget)
-
-    def _generate(self, prompt: Prompt, sampling: Sampling, budget: int) -> Iterator[str]:
         sampler = self._sampler(sampling)
+        completion = Completion(len(prompt.tokens), reply_start=reply_start)
+        return completion.run(self._generate(prompt, sampling, sampler, budget, completion))
+
+    def _generate(
+        self,
+        prompt: Prompt,
+        sampling: Sampling,
+        sampler: LlamaSampler,
+        budget: int,
+        out: Completion,
+    ) -> Iterator[str]:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stops = tuple(s for s in sampling.stop if s)
         hold = max((len(s) for s in stops), default=1) - 1
@@ -550,8 +587,11 @@ class Engine:
         sentences = _SentenceCount(sampling.max_sentences)
         pending = ""
         with self._lock:
-            self._evaluate(prompt, exact=False)
+            out.cached_tokens = self._evaluate(prompt, exact=False)
+            finish = "length"
             for _ in range(budget):
+                # The model's own distribution, before bans and sampling filters change it.
+                raw = self._last_logits().copy() if sampling.top_logprobs is not None else None
                 banned = ban.banned_after(generated) if ban else ()
                 if banned:  # the sampler reads these logits: a -inf token cannot be drawn
                     self._last_logits()[list(banned)] = -np.inf
@@ -559,8 +599,12 @@ class Engine:
                 if llama_cpp.llama_vocab_is_eog(
                     self._vocab, token
                 ) or llama_cpp.llama_vocab_is_control(self._vocab, token):
+                    finish = "stop"
                     break
                 self.generated_tokens += 1
+                out.completion_tokens += 1
+                if raw is not None:
+                    out.logprobs.append(self._logprob(raw, token, sampling.top_logprobs or 0))
                 generated.append(token)
                 if sampling.no_repeat >= 2 and len(generated) >= sampling.no_repeat:
                     ban.add(generated[-sampling.no_repeat :])
@@ -573,6 +617,7 @@ class Engine:
                     cut = end if cut is None else min(cut, end)
                 if cut is not None:
                     pending = pending[:cut]
+                    finish = "stop"
                     break
                 if len(pending) > hold:
                     ready, pending = pending[: len(pending) - hold], pending[len(pending) - hold :]
@@ -584,13 +629,40 @@ class Engine:
             cut = _find_stop(pending, stops)
             if cut is not None:
                 pending = pending[:cut]
+                finish = "stop"
+            out.finish_reason = finish  # type: ignore[assignment]
             if pending:
                 yield pending
 
+    def _logprob(self, logits: np.ndarray, token: int, top: int) -> TokenLogprob:
+        """`token`'s log-softmax over the raw logits, with the `top` most likely tokens."""
+        scores = logits.astype(np.float64)
+        peak = scores.max()
+        log_total = peak + np.log(np.exp(scores - peak).sum())
+        best = np.argpartition(-scores, top)[:top] if top else np.array([], dtype=np.int64)
+        best = best[np.argsort(-scores[best])]
+        alternatives = tuple(self._token_logprob(int(t), scores[t] - log_total) for t in best)
+        return replace(self._token_logprob(token, scores[token] - log_total), top=alternatives)
+
+    def _token_logprob(self, token: int, logprob: float) -> TokenLogprob:
+        piece = self._piece(token)
+        return TokenLogprob(piece.decode("utf-8", errors="replace"), float(logprob), piece)
+
     def _sampler(self, sampling: Sampling) -> LlamaSampler:
+        """The sampler chain: the grammar first (it removes what the grammar forbids before
+        anything else looks at the candidates), then penalties, then top-k / top-p / temperature
+        and the seeded draw, or greedy."""
         sampler = LlamaSampler()
-        if sampling.repeat_penalty != 1.0:
-            sampler.add_penalties(self.n_vocab, 64, sampling.repeat_penalty, 0.0, 0.0)
+        if sampling.grammar:
+            grammar = llama_cpp.llama_sampler_init_grammar(
+                self._vocab, sampling.grammar.encode("utf-8"), b"root"
+            )
+            if not grammar:
+                raise InputError("llama.cpp could not parse the grammar built for this request.")
+            llama_cpp.llama_sampler_chain_add(sampler.sampler, grammar)
+        penalties = (sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty)
+        if penalties != (1.0, 0.0, 0.0):
+            sampler.add_penalties(self.n_vocab, PENALTY_WINDOW, *penalties)
         if sampling.temperature <= 0:
             sampler.add_greedy()
             return sampler

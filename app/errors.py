@@ -51,3 +51,11 @@ class InputError(AllInOneError):
 
 class InputTooLong(InputError):
     """The input does not fit in the model's context window."""
+
+
+class SchemaError(InputError):
+    """A JSON Schema (response format, tool parameters) that the grammar cannot enforce."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path or 'schema'}: {message}")
+        self.path = path  # where in the schema, e.g. "properties.mood.minimum"

@@ -1,13 +1,18 @@
-"""The local HTTP server: a thin shell that speaks the OpenAI chat API (optional extra `server`).
+"""The local HTTP server: a thin shell that speaks the OpenAI API (optional extra `server`).
 
 One Assistant (one model) serves every client. Blocking llama.cpp calls run in a thread pool; the
 engine's lock queues them, one at a time on the model. Streams go out as server-sent events and
 check for a gone client after every piece: closing the generator releases the model at once.
 Errors leave as OpenAI-style bodies ({"error": {"message", "type", "param", "code"}}) with a 4xx
-status; the server never dies on input.
+status; the server never dies on input. Every request field is honoured or refused with a 400
+naming it (app/openai_api.py lists them, and the few accepted and ignored with the reason).
 
-    POST /v1/chat/completions   OpenAI chat (messages, temperature, max_tokens, stop, stream);
-                                `model` may name a role ("allinone:sentiment") or use `role`
+    POST /v1/chat/completions   OpenAI chat: usage, n, seed, stop, logprobs / top_logprobs,
+                                presence / frequency penalties, response_format (JSON object or
+                                schema, grammar-bound), tools (the template's tool calls),
+                                stream with stream_options.include_usage; `model` may name a
+                                role ("allinone:sentiment") or use `role`
+    POST /v1/embeddings         mean middle-layer states of the same model, L2-normalised
     GET  /v1/models             the loaded model and one alias per role
     POST /v1/sentiment          {"input": "text" | ["a", "b"]} -> labels + confidences in order
     POST /v1/respond            feel + reply: the sentiment event first, then the streamed reply
@@ -25,7 +30,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,33 +41,28 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.dispatcher import Assistant, Turn, Verdict
+from app.completion import Completion, TokenLogprob
+from app.dispatcher import Assistant, Verdict
 from app.errors import AllInOneError, InputError, UnknownRole
+from app.openai_api import (
+    ChatMessage,
+    ChatRequest,
+    EmbeddingRequest,
+    chunk_json,
+    embedding_json,
+    logprobs_json,
+    message_json,
+    split_messages,
+    total_usage,
+    usage_json,
+)
+from app.tools import Tool
 
 log = logging.getLogger("allinone.server")
 PAGE = Path(__file__).resolve().parent / "static" / "chat.html"
 MAX_BODY_BYTES = 1_000_000
 MAX_BATCH = 256
 ROLE_ALIAS = "allinone:"
-
-
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    role: Literal["system", "user", "assistant"]
-    content: str
-
-
-class ChatRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")  # OpenAI clients send fields we do not use
-    model: str | None = None
-    role: str | None = Field(default=None, description="A role from prompts.yaml.")
-    messages: list[ChatMessage] = Field(min_length=1)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, gt=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=8192)
-    stop: str | list[str] | None = None
-    stream: bool = False
-    seed: int | None = None
 
 
 class SentimentRequest(BaseModel):
@@ -191,7 +191,8 @@ def create_app(load: Callable[[], Assistant]) -> FastAPI:
     @app.exception_handler(AllInOneError)
     async def _our_errors(request: Request, error: AllInOneError) -> JSONResponse:
         status = 404 if isinstance(error, UnknownRole) else 400
-        return error_body(status, str(error))
+        param = getattr(error, "param", None) or getattr(error, "path", None)
+        return error_body(status, str(error), param=param)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -199,7 +200,10 @@ def create_app(load: Callable[[], Assistant]) -> FastAPI:
         if first.get("type") == "json_invalid":
             return error_body(400, "The body is not valid JSON. Send a JSON object.")
         where = ".".join(str(part) for part in first["loc"] if part != "body")
-        return error_body(400, f"{where or 'body'}: {first['msg']}", param=where or None)
+        message = first["msg"]
+        if first.get("type") == "extra_forbidden":
+            message = "unknown field; this server does not support it (see the README's list)."
+        return error_body(400, f"{where or 'body'}: {message}", param=where or None)
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, error: Exception) -> JSONResponse:
@@ -250,40 +254,73 @@ def create_app(load: Callable[[], Assistant]) -> FastAPI:
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest, request: Request):
         current = assistant()
+        body.check_supported()
         role = _role_name(body, current)
-        text, history = _split_messages(body.messages)
-        created, completion_id = int(time.time()), "chatcmpl-" + uuid.uuid4().hex[:24]
-        model_id = body.model or current.engine.model_name
-        if current.roles.get(role).is_classifier:
-            verdict = await run_in_threadpool(current.classify, text, role)
-            message = {"role": "assistant", "content": verdict.label}
-            if body.stream:
-                return EventSourceResponse(
-                    _one_shot_stream(completion_id, created, model_id, verdict.label)
-                )
-            return _completion(completion_id, created, model_id, message, "stop")
-        stops = [body.stop] if isinstance(body.stop, str) else (body.stop or [])
-        sampling = {
-            "temperature": body.temperature,
-            "top_p": body.top_p,
-            "max_tokens": body.max_tokens,
-            "stop": stops,
-            "seed": body.seed,
+        text, history = split_messages(body.messages)
+        meta = {
+            "id": "chatcmpl-" + uuid.uuid4().hex[:24],
+            "created": int(time.time()),
+            "model": body.model or current.engine.model_name,
         }
-        stream = current.reply(text, history, role=role, **sampling)  # raises 4xx errors here
+        tools: list[Tool] = []
+        if current.roles.get(role).is_classifier:
+            body.refuse_for_labels(role)
+            completions = [await run_in_threadpool(_label_completion, current, text, role)]
+        else:
+            options = body.sampling()
+            json_format = body.json_format()
+            choice = body.tool_choice_name()
+            tools = body.tool_list() if choice != "none" else []
+            completions = [  # each raises its 4xx here; none has touched the model yet
+                current.reply(
+                    text,
+                    history,
+                    role=role,
+                    json_format=json_format,
+                    tools=tools,
+                    tool_choice=choice,
+                    seed=seed,
+                    **options,
+                )
+                for seed in body.seeds(current.settings.seed)
+            ]
+        parallel = body.parallel_tool_calls is not False
         if body.stream:
             return EventSourceResponse(
-                _openai_stream(request, stream, completion_id, created, model_id)
+                _openai_stream(request, completions, meta, body, tools, parallel)
             )
-        reply = await run_in_threadpool(lambda: "".join(stream))
-        return _completion(
-            completion_id, created, model_id, {"role": "assistant", "content": reply}, "stop"
-        )
+
+        def finish_all() -> list[dict[str, Any]]:
+            return [
+                _choice(index, completion, tools, parallel, body.logprobs)
+                for index, completion in enumerate(completions)
+            ]
+
+        choices = await run_in_threadpool(finish_all)
+        return {
+            **meta,
+            "object": "chat.completion",
+            "choices": choices,
+            "usage": usage_json(total_usage(completions)),
+        }
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingRequest) -> dict[str, Any]:
+        current = assistant()
+        texts = body.texts(MAX_BATCH)
+        vectors = await run_in_threadpool(current.embed, texts)
+        tokens = sum(len(current.engine.tokenize(text)) for text in texts)
+        return {
+            "object": "list",
+            "data": [embedding_json(v, i, body.encoding_format) for i, v in enumerate(vectors)],
+            "model": body.model or current.engine.model_name,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     @app.post("/v1/respond")
     async def respond(body: RespondRequest, request: Request):
         current = assistant()
-        text, history = _split_messages(body.messages)
+        text, history = split_messages(body.messages)
         sampling = {
             "temperature": body.temperature,
             "max_tokens": body.max_tokens,
@@ -308,42 +345,32 @@ def _role_name(body: ChatRequest, current: Assistant) -> str:
     return current.roles.defaults.chat
 
 
-def _split_messages(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
-    """The last message is the user's new text; earlier user/assistant turns are history.
+def _label_completion(current: Assistant, text: str, role: str) -> Completion:
+    """A label role's answer as a finished completion: its label, with tokens counted as for
+    a reply (the prompt the engine evaluated, the label's tokens)."""
+    verdict = current.classify(text, role)
+    prompt = current.prompt_for(current.roles.get(role), text)
+    done = Completion(len(prompt.tokens)).run(iter([verdict.label]))
+    done.completion_tokens = len(current.engine.tokenize(verdict.label))
+    done.finish_reason = "stop"
+    return done
 
-    System messages from the client are not used: each role brings its own system prompt.
-    """
-    if messages[-1].role != "user":
-        raise InputError("messages: the last message must come from the user.")
-    history = [Turn(m.role, m.content) for m in messages[:-1] if m.role in ("user", "assistant")]
-    return messages[-1].content, history
+
+def _choice(
+    index: int, completion: Completion, tools: list[Tool], parallel: bool, logprobs: bool | None
+) -> dict[str, Any]:
+    """One finished choice of a non-streamed answer (generating it first)."""
+    message, finish = message_json(completion, tools, parallel)
+    return {
+        "index": index,
+        "message": message,
+        "finish_reason": finish,
+        "logprobs": logprobs_json(completion.logprobs) if logprobs else None,
+    }
 
 
 def _verdict_json(verdict: Verdict, index: int) -> dict[str, Any]:
     return {"index": index, "label": verdict.label, "confidence": round(verdict.confidence, 4)}
-
-
-def _completion(completion_id: str, created: int, model: str, message: dict, finish: str) -> dict:
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
-    }
-
-
-def _chunk(completion_id: str, created: int, model: str, delta: dict, finish: str | None) -> str:
-    return json.dumps(
-        {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        },
-        ensure_ascii=False,
-    )
 
 
 async def _pieces(request: Request, stream: Iterator[str]) -> AsyncIterator[str]:
@@ -378,24 +405,47 @@ async def _pieces(request: Request, stream: Iterator[str]) -> AsyncIterator[str]
             log.info("%s client gone after %d pieces; stream closed", request_id, sent)
 
 
-async def _openai_stream(request, stream, completion_id, created, model) -> AsyncIterator[dict]:
-    yield {
-        "data": _chunk(completion_id, created, model, {"role": "assistant", "content": ""}, None)
-    }
-    async for piece in _pieces(request, stream):
-        yield {"data": _chunk(completion_id, created, model, {"content": piece}, None)}
-    yield {"data": _chunk(completion_id, created, model, {}, "stop")}
+async def _openai_stream(
+    request: Request,
+    completions: list[Completion],
+    meta: dict[str, Any],
+    body: ChatRequest,
+    tools: list[Tool],
+    parallel: bool,
+) -> AsyncIterator[dict]:
+    """Each choice in turn (its chunks carry its index), the usage chunk if asked, [DONE].
+
+    With tools, a choice goes out whole once written: only its end says whether it is a call.
+    A choice left unfinished (the client went away) ends the stream.
+    """
+    for index, completion in enumerate(completions):
+        start = {"role": "assistant", "content": ""}
+        yield {"data": chunk_json(meta, index, start, None)}
+        if tools:
+            message, finish = await run_in_threadpool(message_json, completion, tools, parallel)
+            delta = {key: value for key, value in message.items() if key != "role"}
+            for position, call in enumerate(delta.get("tool_calls", [])):
+                call["index"] = position
+            yield {"data": chunk_json(meta, index, delta, None, _taken(completion, body))}
+            yield {"data": chunk_json(meta, index, {}, finish)}
+            continue
+        async for piece in _pieces(request, completion):
+            delta = {"content": piece}
+            yield {"data": chunk_json(meta, index, delta, None, _taken(completion, body))}
+        if completion.finish_reason is None:
+            return  # the client left: _pieces closed the stream
+        finish = completion.finish_reason
+        yield {"data": chunk_json(meta, index, {}, finish, _taken(completion, body))}
+    if body.include_usage:
+        usage = {**meta, "object": "chat.completion.chunk", "choices": []}
+        usage["usage"] = usage_json(total_usage(completions))
+        yield {"data": json.dumps(usage)}
     yield {"data": "[DONE]"}
 
 
-async def _one_shot_stream(completion_id, created, model, content) -> AsyncIterator[dict]:
-    yield {
-        "data": _chunk(
-            completion_id, created, model, {"role": "assistant", "content": content}, None
-        )
-    }
-    yield {"data": _chunk(completion_id, created, model, {}, "stop")}
-    yield {"data": "[DONE]"}
+def _taken(completion: Completion, body: ChatRequest) -> list[TokenLogprob] | None:
+    """The logprobs of the tokens sampled since the last chunk, when the client asked."""
+    return completion.new_logprobs() if body.logprobs else None
 
 
 async def _respond_stream(request, verdict: Verdict, stream) -> AsyncIterator[dict]:

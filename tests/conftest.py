@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.completion import Completion
 from app.config import load_settings
 from app.dispatcher import Assistant
 from app.engine import Prompt, Sampling
@@ -32,10 +33,11 @@ class FakeEngine:
     """
 
     model_name = "Fake Model"
-    hidden_size = 3  # width of the per-layer "states" choose() returns (zeros)
 
     n_layer = 24
     middle_layers = range(23)
+    n_embd = 4  # a layer's "state" counts the text's characters into n_embd buckets
+    hidden_size = 2 * n_embd  # width of the per-layer states: [last, mean], as the engine's
 
     def __init__(self, n_ctx: int = 2048) -> None:
         self.n_ctx = n_ctx
@@ -44,6 +46,9 @@ class FakeEngine:
         self.calls: list[tuple[str, list[dict[str, str]]]] = []
         self.last_messages: list[dict[str, str]] = []
         self.prefixes: dict[tuple[int, ...], bytes] = {}  # prefix states offered from disk
+        self.supports_tools = True
+        self.last_tools: list[dict] = []
+        self.last_prompt: Prompt | None = None
 
     def enqueue_choice(self, probabilities: list[float]) -> None:
         self.choices.append(probabilities)
@@ -59,14 +64,17 @@ class FakeEngine:
 
     def chat_prompt(
         self,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[dict],
         *,
         prefix_messages: int = 0,
         lead: str = "",
         base_messages: int = 0,
+        tools: Sequence[dict] = (),
+        reply_start: str = "",
     ) -> Prompt:
         self.last_messages = [dict(m) for m in messages]
-        text = "".join(f"<{m['role']}>{m['content']}" for m in messages)
+        self.last_tools = list(tools)
+        text = "".join(f"<{m['role']}>{m['content']}" for m in messages) + reply_start
         prefix = "".join(f"<{m['role']}>{m['content']}" for m in messages[:prefix_messages])
         return Prompt(tokens=[ord(c) for c in text], prefix_len=len(prefix))
 
@@ -94,9 +102,15 @@ class FakeEngine:
         return [self.choose(prompt, labels, layers=layers) for prompt in prompts]
 
     def read_states(self, prompt: Prompt, layers: Sequence[int]):
+        """Per layer: [last, mean] where the "state" of a character counts it into one of
+        n_embd buckets (texts sharing characters come out close; choose() gives zeros)."""
         self.check_fits(prompt)
         self.calls.append(("states", self.last_messages))
-        return np.zeros((len(layers), self.hidden_size))
+        text = prompt.tokens[prompt.prefix_len :] or prompt.tokens[-1:]
+        mean = np.zeros(self.n_embd)
+        for token in text:
+            mean[token % self.n_embd] += 1 / len(text)
+        return np.tile(np.concatenate([mean, mean]), (len(layers), 1))
 
     def read_states_many(self, prompts: Sequence[Prompt], layers: Sequence[int]):
         return [self.read_states(prompt, layers) for prompt in prompts]
@@ -105,11 +119,22 @@ class FakeEngine:
         self.calls.append(("grammar", self.last_messages))
         return labels[0]
 
-    def stream(self, prompt: Prompt, sampling: Sampling) -> Iterator[str]:
+    def stream(self, prompt: Prompt, sampling: Sampling, *, reply_start: str = "") -> Completion:
+        """The next scripted reply, one token per piece (the fake's tokens are pieces)."""
         self.check_fits(prompt)
         self.calls.append(("stream", self.last_messages))
         self.last_sampling = sampling
-        return (piece for piece in (self.replies.pop(0) if self.replies else ["好的"]))
+        self.last_prompt = prompt
+        pieces = self.replies.pop(0) if self.replies else ["好的"]
+        completion = Completion(len(prompt.tokens), reply_start=reply_start)
+
+        def generate() -> Iterator[str]:
+            for piece in pieces:
+                completion.completion_tokens += 1
+                yield piece
+            completion.finish_reason = "stop"
+
+        return completion.run(generate())
 
 
 @pytest.fixture

@@ -20,8 +20,9 @@ from tests.conftest import (
 
 
 def toy_head(fingerprint="f", bias=0.0, n=FakeEngine.hidden_size, model=FakeEngine.model_name):
-    ones = np.ones(n)
-    return Head(("正面", "负面"), (5, 6), model, np.zeros(n), ones, ones, bias, fingerprint)
+    """A head that answers sigmoid(bias) whatever the states (its weights are zero)."""
+    zeros, ones = np.zeros(n), np.ones(n)
+    return Head(("正面", "负面"), (5, 6), model, zeros, ones, zeros, bias, fingerprint)
 
 
 def test_fit_learns_a_separable_problem_and_round_trips(tmp_path):
@@ -90,7 +91,7 @@ def test_classify_uses_the_head_and_logits_mode_ignores_it(tmp_path, bias, label
     book = load_roles(prompts_with_head(tmp_path, toy_head(fingerprint, bias=bias)))
     engine = FakeEngine()
     assistant = Assistant(engine, book)
-    verdict = assistant.sentiment("随便")  # features are zeros -> P(正面) = sigmoid(bias)
+    verdict = assistant.sentiment("随便")  # zero weights -> P(正面) = sigmoid(bias)
     assert verdict.label == label and verdict.confidence == pytest.approx(1 / (1 + np.exp(-3.0)))
     engine.enqueue_choice([0.5, 0.5])
     engine.enqueue_choice([0.2, 0.8])

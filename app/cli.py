@@ -404,7 +404,7 @@ def bench(data: Path | None, limit: int | None, out_dir: Path, **settings: Any) 
     source = data or evaluation.DEFAULT_DEV
     examples = evaluation.load_labelled(source, limit)
     assistant = _load(settings)
-    total = 4 * len(examples) + 4
+    total = 4 * len(examples) + 5
     with tqdm(total=total, unit="step", disable=None, file=sys.stderr) as bar:
 
         def progress(name: str, amount: int) -> None:

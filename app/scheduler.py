@@ -155,11 +155,12 @@ class Scheduler:
                     self._wake.wait()
                 if self._closed:
                     return
-                arrivals = []
-                while self._waiting and len(arrivals) < len(self._free):
-                    arrivals.append(self._waiting.popleft())
+            arrivals: list[_Reply] = []
             try:
-                self._drop_cancelled()
+                self._drop_cancelled()  # first: a closed reply's slot goes to a waiting one now
+                with self._wake:
+                    while self._waiting and len(arrivals) < len(self._free):
+                        arrivals.append(self._waiting.popleft())
                 for reply in arrivals:
                     self._admit(reply)
                 if self._active:

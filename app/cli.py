@@ -637,7 +637,7 @@ def _say_missing_heads(path: Path) -> None:
 @click.option(
     "--layers",
     metavar="FIRST-LAST",
-    help="Layers whose states are averaged into the features. [default: 14-18 of 24 layers, "
+    help="Layers whose states are averaged into the features. [default: 13-17 of 24 layers, "
     "the same share of another model's depth]",
 )
 @click.option(
@@ -714,7 +714,7 @@ def _layer_range(value: str) -> tuple[int, ...]:
     try:
         layers = tuple(range(int(first), int(last or first) + 1))
     except ValueError:
-        raise InputError(f"--layers expects FIRST-LAST, e.g. 14-18, not {value!r}.") from None
+        raise InputError(f"--layers expects FIRST-LAST, e.g. 13-17, not {value!r}.") from None
     if not layers:
         raise InputError(f"--layers {value!r} names no layer (FIRST must not exceed LAST).")
     return layers

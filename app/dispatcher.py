@@ -186,7 +186,7 @@ class Assistant:
         head = self.head_for(role) if use_head else None
         if head is not None:  # the head decides: the pass stops after its deepest layer
             states = self.engine.read_states(prompt, head.layers)
-            return _head_verdict(role, head, states), states
+            return head_verdict(role, head, states), states
         probabilities, states = self.engine.choose(prompt, role.labels, layers=tuple(layers))
         return _verdict(role, probabilities), states
 
@@ -227,7 +227,7 @@ class Assistant:
             self.engine.check_fits(prompt)
         if head is not None:  # the head decides: each pass stops after its deepest layer
             for states in self.engine.read_states_many(prompts, head.layers):
-                yield _head_verdict(role, head, states)
+                yield head_verdict(role, head, states)
             return
         for probabilities, _ in self.engine.choose_many(prompts, role.labels):
             yield _verdict(role, probabilities)
@@ -474,7 +474,7 @@ class Assistant:
         if not prompts:
             raise InputError("Give at least one text to embed.")
         rows = []
-        for states in self.engine.read_states_many(prompts, layers):  # stops after layer 18
+        for states in self.engine.read_states_many(prompts, layers):  # stops after the last
             vector = features(states)[states.shape[-1] // 2 :]  # the mean half, not the last
             rows.append(vector / (np.linalg.norm(vector) or 1.0))
         return np.stack(rows).astype(np.float32)
@@ -578,7 +578,7 @@ def _verdict(role: Role, probabilities: list[float]) -> Verdict:
     )
 
 
-def _head_verdict(role: Role, head: Head, states: np.ndarray) -> Verdict:
+def head_verdict(role: Role, head: Head, states: np.ndarray) -> Verdict:
     """The head's verdict from the states of its layers (the label logits play no part)."""
     first = head.probability(states)
     return _verdict(role, [first, 1.0 - first])

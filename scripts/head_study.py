@@ -9,9 +9,9 @@
    the list path (`read_states_many`, stopped after D) is timed on 120 dev texts, each depth
    once in each direction: accuracy against texts/s, with the full pass (every layer, the
    label logits) timed beside it.
-2. Accuracy ideas on the default band (14-18), each fit on the training rows only and scored
-   on dev and on tests/data/conversational.csv: averaging the layers (shipped) or
-   concatenating them; pooling by the last token, the mean, or both (shipped); and dropping
+2. Accuracy ideas on band 14-18 (the head shipped before), each fit on the training rows
+   only and scored on dev and on tests/data/conversational.csv: averaging the layers (shipped)
+   or concatenating them; pooling by the last token, the mean, or both (shipped); and dropping
    training rows whose cross-validated prediction confidently contradicts their label (label
    noise: many rows are fragments that carry their whole review's label).
 
@@ -41,7 +41,7 @@ from app.training import TRAIN_ROWS, balanced_sample, extract, read_rows  # noqa
 
 LAYERS = tuple(range(6, 19))  # every layer any head below reads
 DEPTHS = tuple(range(10, 19))
-BAND = 5  # layers per head: D-4..D, like the shipped 14-18
+BAND = 5  # layers per head: D-4..D, like the shipped 13-17
 TIMED_TEXTS = 120  # dev texts the list path is timed on, per depth and direction
 CONVERSATIONAL = ROOT / "tests" / "data" / "conversational.csv"
 
@@ -135,7 +135,12 @@ def save_head(assistant, role, data, spec: str) -> None:
         role.fingerprint(),
     )
     Path(path).write_text(head.to_json(), encoding="utf-8")
+    scores = []
+    for name in ("dev", "conv"):
+        said = np.asarray([head.probability(row) >= 0.5 for row in data[name][:, indices]])
+        scores.append(f"{name} {(said == data[name + '_y']).mean():.1%}")
     print(f"wrote {path}: layers {LAYERS[indices[0]]}-{LAYERS[indices[-1]]}, {head.note}")
+    print("accuracy: " + ", ".join(scores))
 
 
 def band(depth: int) -> list[int]:
@@ -199,7 +204,7 @@ def depth_curve(assistant, role, data) -> list[dict]:
 
 
 def accuracy_ideas(data) -> list[dict]:
-    """Head features and training rows on the default band 14-18, dev and conversational."""
+    """Head features and training rows on band 14-18 (shipped before), dev and conversational."""
     indices = band(18)
     n_embd = data["train"].shape[-1] // 2
     last, mean = slice(0, n_embd), slice(n_embd, 2 * n_embd)

@@ -7,6 +7,7 @@ command; a silent skip would let a broken setup look green.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -135,6 +136,14 @@ class FakeEngine:
             completion.finish_reason = "stop"
 
         return completion.run(generate())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ctrl_c_is_delivered() -> None:
+    """A shell without job control starts a background command with SIGINT ignored (POSIX), and
+    child processes inherit that: the tests of Ctrl-C need it delivered, however pytest began."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

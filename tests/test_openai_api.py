@@ -444,4 +444,5 @@ def test_embeddings_put_near_sentences_closer(client, served):
     near, far = vectors[0] @ vectors[1], vectors[0] @ vectors[2]
     assert near > far
     plain = httpx.post(served + "/v1/embeddings", json={"input": texts[0]}, timeout=60).json()
-    assert np.allclose(plain["data"][0]["embedding"], vectors[0], atol=1e-5)
+    # One text alone vs three decoded together (the list path): the same up to rounding.
+    assert np.allclose(plain["data"][0]["embedding"], vectors[0], atol=1e-3)

@@ -215,12 +215,12 @@ def full_pass_method(assistant, role: str | None = None) -> Predict:
     if head is None:  # no head: the label logits need every layer anyway
         return lambda text: _verdict(assistant.classify(text, chosen.name))
 
+    from app.dispatcher import head_verdict
+
     def predict(text: str) -> tuple[str, float]:
         prompt = assistant.prompt_for(chosen, text)
         _, states = assistant.engine.choose(prompt, chosen.labels, layers=head.layers)
-        first = head.probability(states)
-        best = 0 if first >= 0.5 else 1
-        return chosen.labels[best], max(first, 1.0 - first)
+        return _verdict(head_verdict(chosen, head, states))
 
     return predict
 

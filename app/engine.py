@@ -39,7 +39,7 @@ from app.completion import Completion, TokenLogprob
 from app.errors import InputError, InputTooLong, ModelLoadError, ModelNotFound
 from app.generation import Generation
 from app.hidden import LayerTap, deferred_signals
-from app.scheduler import FairLock, Scheduler
+from app.scheduler import FairLock, Scheduler, common_prefix
 from app.streams import StreamBatch, plan
 
 # Used when a GGUF carries no chat template: Qwen's ChatML.
@@ -293,7 +293,7 @@ class Engine:
         """
         tokens = prompt.tokens
         prefix = tuple(tokens[: prompt.prefix_len])
-        held = _common_prefix(self.llm.input_ids[: self.llm.n_tokens], tokens)
+        held = common_prefix(self.llm.input_ids[: self.llm.n_tokens], tokens)
         if prefix and not (held >= len(prefix) and self._kv_prefix == prefix):
             if prefix in self._prefix_states:
                 self._restore(prefix)
@@ -336,7 +336,7 @@ class Engine:
         if not prefix:
             return None
         if prefix not in self._prefix_states:
-            held = _common_prefix(self.llm.input_ids[: self.llm.n_tokens], prefix)
+            held = common_prefix(self.llm.input_ids[: self.llm.n_tokens], prefix)
             self._build_prefix(prompt, held)
             self._kv_prefix = prefix
         self._prefix_states.move_to_end(prefix)
@@ -770,12 +770,3 @@ def _check_gguf_file(path: Path) -> None:
             f"{path} is not a GGUF model (it does not start with 'GGUF'). Give a .gguf file, "
             "or download one: allinone download"
         )
-
-
-def _common_prefix(held: Sequence[int], wanted: Sequence[int]) -> int:
-    count = 0
-    for a, b in zip(held, wanted, strict=False):
-        if a != b:
-            break
-        count += 1
-    return count

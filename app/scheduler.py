@@ -13,7 +13,11 @@ to this scheduler when `--parallel` is above 1:
   (`llama_state_seq_set_data`), the rest of its prompt decoded there, its first token sampled.
   Each step then decodes the next token of every active reply in ONE call, and each reply
   samples its own next token from its row with its own sampler (app/generation.py);
-- a reply that ends, or whose consumer closed it, frees its slot at once; a waiting one takes it;
+- a reply that ends, or whose consumer closed it, frees its slot at once; a waiting one takes it.
+  The slot keeps its cells until it is needed: a conversation's next turn, whose prompt starts
+  with the whole of the previous turn's, continues in that slot and decodes only the new
+  message (as the engine's own context does with `--parallel 1`); any other prompt takes the
+  slot freed longest ago;
 - the engine's lock is taken per admission and per step, in arrival order (`FairLock`), so a
   label request waits for at most one step, never for a whole reply.
 
@@ -26,8 +30,8 @@ import ctypes
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import llama_cpp
@@ -87,8 +91,16 @@ class _Reply:
     generation: Generation
     pieces: queue.SimpleQueue[Any]  # str pieces, then _END or an exception
     seq: int = -1
-    length: int = 0  # tokens in its KV stream
+    held: list[int] = field(default_factory=list)  # the tokens in its KV stream, in order
     token: int = -1  # the sampled token the next step decodes
+
+
+@dataclass
+class _Slot:
+    """What a free slot's KV stream still holds from the reply that last used it."""
+
+    prompt_len: int = 0  # that reply's prompt: a prompt that starts with it continues here
+    held: list[int] = field(default_factory=list)
 
 
 class Scheduler:
@@ -110,7 +122,8 @@ class Scheduler:
         self._n_batch = max(engine.n_batch, slots)
         self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
         self.slots = slots
-        self._free = list(range(slots - 1, -1, -1))  # pop() gives slot 0 first
+        self._slots = [_Slot() for _ in range(slots)]
+        self._free = list(range(slots))  # the longest free first
         self._active: list[_Reply] = []  # only the worker thread touches it
         self._waiting: deque[_Reply] = deque()
         self._wake = threading.Condition()
@@ -169,7 +182,7 @@ class Scheduler:
                 for reply in [*self._active, *arrivals]:
                     reply.pieces.put(error)
                     if reply.seq >= 0:
-                        self._release(reply)
+                        self._release(reply, keep=False)
                 self._active = []
 
     def _drop_cancelled(self) -> None:
@@ -178,17 +191,20 @@ class Scheduler:
             self._release(reply)
 
     def _admit(self, reply: _Reply) -> None:
-        """Put the reply's prompt in a free slot (prefix restored, the rest decoded) and sample
-        its first token."""
+        """Put the reply's prompt in a free slot (its earlier turn kept, or the role prefix
+        restored; the rest decoded) and sample its first token."""
         if reply.generation.out.cancelled:
             reply.pieces.put(_END)
             return
-        reply.seq = self._free.pop()
-        self._active.append(reply)
         tokens = reply.prompt.tokens
+        reply.seq, keep = self._take_slot(tokens)
+        self._active.append(reply)
         with self._engine.lock:
-            llama_cpp.llama_memory_seq_rm(self._memory, reply.seq, -1, -1)
-            keep = self._restore_prefix(reply)
+            if keep:  # the conversation's earlier turn is still in this slot
+                llama_cpp.llama_memory_seq_rm(self._memory, reply.seq, keep, -1)
+            else:
+                llama_cpp.llama_memory_seq_rm(self._memory, reply.seq, -1, -1)
+                keep = self._restore_prefix(reply)
             rest = tokens[keep:]
             for start in range(0, len(rest), self._n_batch):
                 chunk = rest[start : start + self._n_batch]
@@ -197,9 +213,23 @@ class Scheduler:
                     self._put(offset, token, keep + start + offset, reply.seq, last)
                 self._decode(len(chunk))
             reply.generation.out.cached_tokens = keep
-            reply.length = len(tokens)
+            reply.held = list(tokens)
             index = (len(rest) - 1) % self._n_batch
-            self._advance(reply, reply.generation.next(self._context, index, reply.length))
+            self._advance(reply, reply.generation.next(self._context, index, len(tokens)))
+
+    def _take_slot(self, tokens: list[int]) -> tuple[int, int]:
+        """A free slot for a prompt, and how many of its tokens that slot's cells already hold:
+        the slot of the previous turn when the prompt continues it, else the one freed longest
+        ago (holding nothing reusable, 0)."""
+        for seq in self._free:
+            slot = self._slots[seq]
+            if (
+                0 < slot.prompt_len < len(tokens)
+                and tokens[: slot.prompt_len] == slot.held[: slot.prompt_len]
+            ):
+                self._free.remove(seq)
+                return seq, min(common_prefix(slot.held, tokens), len(tokens) - 1)
+        return self._free.pop(0), 0
 
     def _restore_prefix(self, reply: _Reply) -> int:
         """Copy the role prefix's KV from the engine's prefix cache into the reply's slot;
@@ -221,11 +251,11 @@ class Scheduler:
         """Decode one token for every active reply in one call, then sample each one's next."""
         with self._engine.lock:
             for index, reply in enumerate(self._active):
-                self._put(index, reply.token, reply.length, reply.seq, True)
+                self._put(index, reply.token, len(reply.held), reply.seq, True)
+                reply.held.append(reply.token)
             self._decode(len(self._active))
             for index, reply in enumerate(list(self._active)):
-                reply.length += 1
-                self._advance(reply, reply.generation.next(self._context, index, reply.length))
+                self._advance(reply, reply.generation.next(self._context, index, len(reply.held)))
 
     def _advance(self, reply: _Reply, token: int | None) -> None:
         """Pass on the reply's ready text; end it (and free its slot) if no token follows."""
@@ -240,8 +270,14 @@ class Scheduler:
         reply.pieces.put(_END)
         self._release(reply)
 
-    def _release(self, reply: _Reply) -> None:
-        llama_cpp.llama_memory_seq_rm(self._memory, reply.seq, -1, -1)
+    def _release(self, reply: _Reply, *, keep: bool = True) -> None:
+        """Free the reply's slot; its cells stay for the conversation's next turn unless
+        `keep` is False (a failed decode may have left them half-written)."""
+        if keep:
+            self._slots[reply.seq] = _Slot(len(reply.prompt.tokens), reply.held)
+        else:
+            llama_cpp.llama_memory_seq_rm(self._memory, reply.seq, -1, -1)
+            self._slots[reply.seq] = _Slot()
         self._free.append(reply.seq)
         if reply in self._active:
             self._active.remove(reply)
@@ -275,3 +311,13 @@ class Scheduler:
             llama_cpp.llama_batch_free(self._batch)
             llama_cpp.llama_free(self._context)
             self._context = None
+
+
+def common_prefix(held: Sequence[int], wanted: Sequence[int]) -> int:
+    """How many tokens two sequences share from their start (KV cells that can be kept)."""
+    count = 0
+    for have, want in zip(held, wanted, strict=False):
+        if have != want:
+            break
+        count += 1
+    return count

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from app.dispatcher import Assistant
+from app.dispatcher import Assistant, Turn
 from app.scheduler import FairLock
 
 LONG = "写一篇关于春天的长文章，越详细越好。"
@@ -144,3 +144,18 @@ def test_fair_lock_is_granted_in_arrival_order() -> None:
     for thread in threads:
         thread.join()
     assert order == ["a", "b", "c", "main"]
+
+
+@pytest.mark.model
+def test_a_conversations_next_turn_continues_in_its_slot(assistant: Assistant) -> None:
+    first_text = "我养了一只猫，叫咪咪。"
+    first = assistant.reply(first_text, temperature=0.0, max_tokens=24)
+    answer = first.text()
+    history = [Turn("user", first_text), Turn("assistant", answer)]
+    others = [long_reply(assistant, question, max_tokens=8) for question in QUESTIONS[:3]]
+    for other in others:  # other conversations meanwhile take the other free slots
+        other.text()
+    second = assistant.reply("它叫什么名字？", history, temperature=0.0, max_tokens=24)
+    assert "咪咪" in second.text()
+    # Only the new message was decoded: the first turn's prompt and reply were still held.
+    assert second.usage.cached_tokens >= first.usage.prompt_tokens + 1

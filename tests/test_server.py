@@ -228,7 +228,12 @@ def test_sentiment_is_answered_while_four_replies_stream(server):
 
 def test_a_client_leaving_a_non_streamed_reply_stops_it(served):
     server, log_path = served
-    body = {"messages": [{"role": "user", "content": "写一篇很长的作文"}], "max_tokens": 400}
+    # JSON output skips the chat guards (sentence limit), so this reply runs for many seconds.
+    body = {
+        "messages": [{"role": "user", "content": "用JSON列出一百个中国城市和它们的人口。"}],
+        "response_format": {"type": "json_object"},
+        "max_tokens": 400,
+    }
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(
             server + "/v1/chat/completions",

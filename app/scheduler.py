@@ -129,6 +129,7 @@ class Scheduler:
         self._wake = threading.Condition()
         self._worker: threading.Thread | None = None
         self._closed = False
+        self._stream_count_at = self._find_stream_count()
 
     def submit(self, prompt: Prompt, generation: Generation) -> Iterator[str]:
         """Queue a reply; its text pieces come out of the returned generator as they are made.
@@ -238,6 +239,7 @@ class Scheduler:
         state = self._engine.prefix_kv(prompt)
         if state is None:
             return 0
+        state = self._for_slots(state)
         buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
         done = llama_cpp.llama_state_seq_set_data(self._context, buffer, len(state), reply.seq)
         if done != len(state):
@@ -246,6 +248,33 @@ class Scheduler:
         keep = min(prompt.prefix_len, len(prompt.tokens) - 1)  # the last token gives logits
         llama_cpp.llama_memory_seq_rm(self._memory, reply.seq, keep, -1)
         return keep
+
+    def _for_slots(self, state: bytes) -> bytes:
+        """A sequence state saved on the engine's context, in the layout this context reads.
+
+        After a short header, llama.cpp writes a sequence's KV as the context's stream count
+        (u32), then per stream its cell count (u32) and, if any, its cells
+        (src/llama-kv-cache.cpp, `state_write`). The engine's context has one stream, this one
+        a stream per slot, and llama.cpp refuses a state whose count differs ("n_stream
+        mismatch") although a sequence's cells all go to its own stream. So the one stream's
+        section gets this context's count, followed by empty sections. A state of any other
+        shape is passed on unchanged: llama.cpp refuses it and the prefix is decoded instead.
+        """
+        at = self._stream_count_at
+        if at is None or len(state) < at + 8 or state[at : at + 4] != (1).to_bytes(4, "little"):
+            return state
+        count = self.slots.to_bytes(4, "little")
+        return state[:at] + count + state[at + 4 :] + bytes(4 * (self.slots - 1))
+
+    def _find_stream_count(self) -> int | None:
+        """Where the stream count sits in this llama.cpp's sequence states: an empty sequence's
+        state is the header, the count, and one zero cell count per stream."""
+        size = llama_cpp.llama_state_seq_get_size(self._context, 0)
+        buffer = (ctypes.c_uint8 * size)()
+        empty = bytes(buffer[: llama_cpp.llama_state_seq_get_data(self._context, buffer, size, 0)])
+        at = len(empty) - 4 * (self.slots + 1)
+        expected = self.slots.to_bytes(4, "little") + bytes(4 * self.slots)
+        return at if at >= 0 and empty[at:] == expected else None
 
     def _step(self) -> None:
         """Decode one token for every active reply in one call, then sample each one's next."""

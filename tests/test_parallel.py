@@ -112,7 +112,9 @@ def test_a_closed_reply_frees_its_slot_for_a_waiting_one(assistant: Assistant) -
 
 
 @pytest.mark.model
-def test_parallel_one_generates_alone_on_the_engines_context(model_path, tmp_path) -> None:
+def test_parallel_one_generates_alone_on_the_engines_context(
+    assistant: Assistant, model_path, tmp_path
+) -> None:
     single = Assistant.load(model=model_path, parallel=1, cache_dir=tmp_path, heads=False)
     try:
         assert single.engine._scheduler is None
@@ -120,6 +122,15 @@ def test_parallel_one_generates_alone_on_the_engines_context(model_path, tmp_pat
         assert completion.text().strip() and completion.finish_reason in ("stop", "length")
         with pytest.raises(StopIteration):
             next(completion)
+        # A slot starts from the role prefix's state as the engine's own context does, so a
+        # greedy reply is the same either way (a prefix state the slots could not read would
+        # be decoded again: slower, and rounded differently).
+        for question in QUESTIONS:
+            single.engine.forget()  # the rest after the prefix decoded in one call, as in a slot
+            alone = single.reply(question, temperature=0.0, max_tokens=32)
+            slotted = assistant.reply(question, temperature=0.0, max_tokens=32)
+            assert slotted.text() == alone.text()
+            assert slotted.usage.cached_tokens == alone.usage.cached_tokens > 0
     finally:
         single.engine.close()
 

@@ -151,9 +151,11 @@ class Engine:
             "bos_token": self._token_text(self.llm.token_bos()),
         }
         self._formatter = Jinja2ChatFormatter(template=template, **specials)
-        # Replies generated together (app/scheduler.py); with 1, each reply runs alone on the
+        # Replies generated together (app/scheduler.py), its context made at the first reply so
+        # a process that only labels never pays for it; with 1, each reply runs alone on the
         # engine's own context, holding the lock until it ends.
-        self._scheduler = Scheduler(self, parallel) if parallel > 1 else None
+        self.parallel = parallel
+        self._scheduler: Scheduler | None = None
         self._prefix_formatter = Jinja2ChatFormatter(
             template=template, add_generation_prompt=False, **specials
         )
@@ -596,9 +598,15 @@ class Engine:
         budget = min(sampling.max_tokens, self.n_ctx - len(prompt.tokens))
         completion = Completion(len(prompt.tokens), reply_start=reply_start)
         generation = Generation(self, sampling, self._sampler(sampling), budget, completion)
-        if self._scheduler is not None:
-            return completion.run(self._scheduler.submit(prompt, generation))
+        if self.parallel > 1:
+            return completion.run(self._replies_together().submit(prompt, generation))
         return completion.run(self._generate(prompt, generation))
+
+    def _replies_together(self) -> Scheduler:
+        with self.lock:
+            if self._scheduler is None:
+                self._scheduler = Scheduler(self, self.parallel)
+            return self._scheduler
 
     def _generate(self, prompt: Prompt, generation: Generation) -> Iterator[str]:
         """One reply alone on the engine's context (`parallel` 1), the lock held throughout."""

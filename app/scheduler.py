@@ -29,7 +29,7 @@ from __future__ import annotations
 import ctypes
 import queue
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -82,6 +82,7 @@ class FairLock:
         self._cond.notify_all()
 
 
+PREFIX_BUFFERS = 8  # role prefixes kept ready for the slots (~1.5 MB each for the 0.5B models)
 _END = object()  # put on a reply's queue after its last piece
 
 
@@ -130,6 +131,9 @@ class Scheduler:
         self._worker: threading.Thread | None = None
         self._closed = False
         self._stream_count_at = self._find_stream_count()
+        self._prefix_buffers: OrderedDict[tuple[int, ...], ctypes.Array[ctypes.c_uint8]] = (
+            OrderedDict()
+        )
 
     def submit(self, prompt: Prompt, generation: Generation) -> Iterator[str]:
         """Queue a reply; its text pieces come out of the returned generator as they are made.
@@ -236,18 +240,36 @@ class Scheduler:
         """Copy the role prefix's KV from the engine's prefix cache into the reply's slot;
         return how many prompt tokens that covers (0 if there is none or it was refused)."""
         prompt = reply.prompt
-        state = self._engine.prefix_kv(prompt)
-        if state is None:
+        buffer = self._prefix_buffer(prompt)
+        if buffer is None:
             return 0
-        state = self._for_slots(state)
-        buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-        done = llama_cpp.llama_state_seq_set_data(self._context, buffer, len(state), reply.seq)
-        if done != len(state):
+        size = len(buffer)
+        if llama_cpp.llama_state_seq_set_data(self._context, buffer, size, reply.seq) != size:
             llama_cpp.llama_memory_seq_rm(self._memory, reply.seq, -1, -1)
             return 0
         keep = min(prompt.prefix_len, len(prompt.tokens) - 1)  # the last token gives logits
         llama_cpp.llama_memory_seq_rm(self._memory, reply.seq, keep, -1)
         return keep
+
+    def _prefix_buffer(self, prompt: Prompt) -> ctypes.Array[ctypes.c_uint8] | None:
+        """The prompt's prefix state, ready for `llama_state_seq_set_data` on this context.
+
+        Kept for the last PREFIX_BUFFERS prefixes, so admitting a reply allocates nothing:
+        a fresh 1.5 MB copy per reply made the server's RSS creep over a long soak.
+        """
+        prefix = tuple(prompt.tokens[: prompt.prefix_len])
+        buffer = self._prefix_buffers.get(prefix)
+        if buffer is None:
+            state = self._engine.prefix_kv(prompt)
+            if state is None:
+                return None
+            state = self._for_slots(state)
+            buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+            self._prefix_buffers[prefix] = buffer
+            while len(self._prefix_buffers) > PREFIX_BUFFERS:
+                self._prefix_buffers.popitem(last=False)
+        self._prefix_buffers.move_to_end(prefix)
+        return buffer
 
     def _for_slots(self, state: bytes) -> bytes:
         """A sequence state saved on the engine's context, in the layout this context reads.

@@ -32,7 +32,7 @@ def first_piece(completion) -> str:
 
 @pytest.mark.model
 def test_four_threads_get_their_own_replies(assistant: Assistant) -> None:
-    assert assistant.engine._scheduler is not None, "the session runs with --parallel 4"
+    assert assistant.engine.parallel == 4, "the session runs with --parallel 4"
 
     def reply(question: str) -> str:
         return assistant.reply(question, temperature=0.0, max_tokens=32).text()
@@ -117,9 +117,9 @@ def test_parallel_one_generates_alone_on_the_engines_context(
 ) -> None:
     single = Assistant.load(model=model_path, parallel=1, cache_dir=tmp_path, heads=False)
     try:
-        assert single.engine._scheduler is None
         completion = single.reply("你好", temperature=0.0, max_tokens=16)
         assert completion.text().strip() and completion.finish_reason in ("stop", "length")
+        assert single.engine._scheduler is None, "no second context with --parallel 1"
         with pytest.raises(StopIteration):
             next(completion)
         # A slot starts from the role prefix's state as the engine's own context does, so a
@@ -170,3 +170,13 @@ def test_a_conversations_next_turn_continues_in_its_slot(assistant: Assistant) -
     assert "咪咪" in second.text()
     # Only the new message was decoded: the first turn's prompt and reply were still held.
     assert second.usage.cached_tokens >= first.usage.prompt_tokens + 1
+
+
+@pytest.mark.model
+def test_a_process_that_only_labels_makes_no_reply_context(model_path, tmp_path) -> None:
+    labeller = Assistant.load(model=model_path, parallel=4, cache_dir=tmp_path, heads=False)
+    try:
+        assert labeller.sentiment("服务很好").label == "正面"
+        assert labeller.engine._scheduler is None, "the slots' KV is made at the first reply"
+    finally:
+        labeller.engine.close()

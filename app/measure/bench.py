@@ -583,7 +583,7 @@ def run(
     }
     results["chat"] = chat(assistant, CHAT_MESSAGES)
     step("chat")
-    if getattr(assistant.engine, "_scheduler", None) is not None:
+    if getattr(assistant.engine, "parallel", 1) > 1:
         results["concurrency"] = {
             "alone": concurrency.alone(assistant, repeats=2),
             "together": concurrency.together(assistant, streams=4),

@@ -85,6 +85,7 @@ def together(assistant, streams: int = 4, max_tokens: int = 64) -> dict[str, flo
         runs[-1]["tokens"] = completion.usage.completion_tokens
         streaming.set()
 
+    assistant.sentiment("服务很好")  # a running server has the label role's prefix cached
     threads = [
         threading.Thread(target=one, args=(PROMPTS[i % len(PROMPTS)],)) for i in range(streams)
     ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -87,6 +88,14 @@ def _load(settings: dict[str, Any]):  # -> Assistant (imported lazily: --help st
     return Assistant.load(**settings)
 
 
+def _one_conversation(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings for a command that answers one message at a time (chat, run): no slots for
+    replies side by side (~100 MB) unless --parallel or ALLINONE_PARALLEL asks for them."""
+    if settings.get("parallel") is None and "ALLINONE_PARALLEL" not in os.environ:
+        return {**settings, "parallel": 1}
+    return settings
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="allinone")
 def main() -> None:
@@ -115,12 +124,15 @@ def chat(
     max_tokens: int | None,
     **settings: Any,
 ) -> None:
-    """Chat in Chinese: shows each message's sentiment, then streams the reply."""
+    """Chat in Chinese: shows each message's sentiment, then streams the reply.
+
+    One conversation needs no slots for replies side by side: --parallel is 1 here unless given.
+    """
     from app.dispatcher import Turn
 
     if once is not None and not once.strip():
         raise InputError('--once needs some text, e.g. --once "今天又被老板骂了。"')
-    assistant = _load(settings)
+    assistant = _load(_one_conversation(settings))
     if not no_sentiment:
         _prepare_bank(assistant)
     sampling = {"temperature": temperature, "max_tokens": max_tokens}
@@ -271,10 +283,11 @@ def classify(
 @settings_options
 @handle_errors
 def run(role: str, text: str, **settings: Any) -> None:
-    """Run any ROLE from prompts.yaml on TEXT (label roles print label + confidence)."""
+    """Run any ROLE from prompts.yaml on TEXT (label roles print label + confidence);
+    --parallel is 1 here unless given (one reply)."""
     from app.dispatcher import Verdict
 
-    result = _load(settings).run(role, text)
+    result = _load(_one_conversation(settings)).run(role, text)
     if isinstance(result, Verdict):
         click.echo(f"{result.label}\t{result.confidence:.4f}")
         return
@@ -404,7 +417,7 @@ def bench(data: Path | None, limit: int | None, out_dir: Path, **settings: Any) 
     source = data or evaluation.DEFAULT_DEV
     examples = evaluation.load_labelled(source, limit)
     assistant = _load(settings)
-    total = 4 * len(examples) + 4
+    total = 4 * len(examples) + 5
     with tqdm(total=total, unit="step", disable=None, file=sys.stderr) as bar:
 
         def progress(name: str, amount: int) -> None:

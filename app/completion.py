@@ -10,6 +10,7 @@ yields text pieces, so code that does `"".join(assistant.reply(...))` keeps work
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -56,6 +57,8 @@ class Completion(Iterator[str]):
         self._pieces: Iterator[str] = iter(())
         self._text: list[str] = []
         self._logprobs_taken = 0
+        # Set from any thread (a server whose client left): generation stops at the next token.
+        self.cancelled = False
 
     def run(self, pieces: Iterator[str]) -> Completion:
         """Attach the generator that fills this completion as it is iterated."""
@@ -68,10 +71,17 @@ class Completion(Iterator[str]):
         return piece
 
     def close(self) -> None:
-        """Stop generating now (releases the model); the counts so far stay readable."""
+        """Stop generating now (releases the model); the counts so far stay readable.
+
+        Safe from another thread than the one iterating: generation then stops before its next
+        token, and the iterating thread gets the end of the stream.
+        """
+        self.cancelled = True
         close = getattr(self._pieces, "close", None)
         if close is not None:
-            close()
+            # "generator already executing": another thread iterates it and will see the flag.
+            with suppress(ValueError):
+                close()
 
     def text(self) -> str:
         """The whole reply (generating the rest first)."""

@@ -151,6 +151,7 @@ class Assistant:
             n_threads=settings.n_threads,
             n_batch=settings.n_batch,
             extra_buffers=settings.extra_buffers,
+            parallel=settings.parallel,
             verbose=settings.verbose,
         )
         if heads:

@@ -12,13 +12,13 @@ fast and safe:
   the best-scoring label token at each step. We walk the labels' token trie over the same logits,
   which gives the same decision plus a probability, without the grammar sampler's scan of the
   whole vocabulary (~28 ms). `choose_with_grammar` runs the real GBNF sampler for checking.
-- One lock. A llama.cpp context is not thread-safe; every call holds the lock, and a stream holds
-  it until it finishes or is closed.
+- One lock. A llama.cpp context is not thread-safe; every call holds the lock. With `parallel`
+  above 1, replies go to app/scheduler.py, which decodes them together and takes the lock per
+  step, so labels are served between two steps; with 1, a reply holds it until it ends.
 """
 
 from __future__ import annotations
 
-import codecs
 import ctypes
 import threading
 import time
@@ -37,8 +37,9 @@ from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from app.completion import Completion, TokenLogprob
 from app.errors import InputError, InputTooLong, ModelLoadError, ModelNotFound
-from app.guards import Ban
+from app.generation import Generation
 from app.hidden import LayerTap, deferred_signals
+from app.scheduler import FairLock, Scheduler, common_prefix
 from app.streams import StreamBatch, plan
 
 # Used when a GGUF carries no chat template: Qwen's ChatML.
@@ -100,6 +101,7 @@ class Engine:
         n_threads: int = 2,
         n_batch: int = 512,
         extra_buffers: bool = False,
+        parallel: int = 1,
         verbose: bool = False,
     ) -> None:
         self.model_path = Path(model_path)
@@ -132,8 +134,8 @@ class Engine:
         # Layers whose states a head may read: all but the last, whose output is the logits'.
         self.middle_layers = range(self.n_layer - 1)
         self._ctx = self.llm._ctx.ctx
-        self._vocab = self.llm._model.vocab
-        self._lock = threading.Lock()
+        self.vocab = self.llm._model.vocab
+        self.lock = FairLock()  # granted in arrival order: see app/scheduler.py
         self._piece_buffer = ctypes.create_string_buffer(64)
         self._prefix_states: OrderedDict[tuple[int, ...], bytes] = OrderedDict()
         self._kv_prefix: tuple[int, ...] | None = None  # the cached prefix the KV starts with
@@ -149,6 +151,11 @@ class Engine:
             "bos_token": self._token_text(self.llm.token_bos()),
         }
         self._formatter = Jinja2ChatFormatter(template=template, **specials)
+        # Replies generated together (app/scheduler.py), its context made at the first reply so
+        # a process that only labels never pays for it; with 1, each reply runs alone on the
+        # engine's own context, holding the lock until it ends.
+        self.parallel = parallel
+        self._scheduler: Scheduler | None = None
         self._prefix_formatter = Jinja2ChatFormatter(
             template=template, add_generation_prompt=False, **specials
         )
@@ -241,7 +248,7 @@ class Engine:
         single token whose text contains it (e.g. 很开心 for 开心). For app/guards.py."""
         missing = [phrase for phrase in phrases if phrase and phrase not in self._phrase_tokens]
         if missing:
-            pieces = [self._piece(token) for token in range(self.n_vocab)]  # ~0.2 s, once
+            pieces = [self.piece(token) for token in range(self.n_vocab)]  # ~0.2 s, once
             for phrase in missing:
                 wanted = phrase.encode("utf-8")
                 found = {tuple(self.tokenize(phrase))}
@@ -249,12 +256,12 @@ class Engine:
                 self._phrase_tokens[phrase] = sorted(found)
         return [seq for phrase in phrases if phrase for seq in self._phrase_tokens[phrase]]
 
-    def _piece(self, token: int) -> bytes:
+    def piece(self, token: int) -> bytes:
         """The raw bytes of one token (control tokens give none); may be part of a character."""
-        size = llama_cpp.llama_token_to_piece(self._vocab, token, self._piece_buffer, 64, 0, False)
+        size = llama_cpp.llama_token_to_piece(self.vocab, token, self._piece_buffer, 64, 0, False)
         if size < 0:  # buffer too small: retry with the size llama.cpp asked for
             bigger = ctypes.create_string_buffer(-size)
-            size = llama_cpp.llama_token_to_piece(self._vocab, token, bigger, -size, 0, False)
+            size = llama_cpp.llama_token_to_piece(self.vocab, token, bigger, -size, 0, False)
             return bigger.raw[:size]
         return self._piece_buffer.raw[:size]
 
@@ -288,7 +295,7 @@ class Engine:
         """
         tokens = prompt.tokens
         prefix = tuple(tokens[: prompt.prefix_len])
-        held = _common_prefix(self.llm.input_ids[: self.llm.n_tokens], tokens)
+        held = common_prefix(self.llm.input_ids[: self.llm.n_tokens], tokens)
         if prefix and not (held >= len(prefix) and self._kv_prefix == prefix):
             if prefix in self._prefix_states:
                 self._restore(prefix)
@@ -297,13 +304,7 @@ class Engine:
                 self._decode(list(prefix))
                 self._save(prefix)
             else:  # chat: start from the longest saved or held part (a role's tone prefix)
-                start = self._restore_longest(prefix, held)
-                if start < prompt.base_len < len(prefix):  # keep the shared start on its own
-                    self._decode(list(prefix[start : prompt.base_len]))
-                    self._save(prefix[: prompt.base_len])
-                    start = prompt.base_len
-                self._decode(list(prefix[start:]))
-                self._save(prefix)
+                self._build_prefix(prompt, held)
             self._kv_prefix = prefix
             held = len(prefix)
         elif not prefix and exact:
@@ -316,6 +317,32 @@ class Engine:
             self._decode(tokens[keep:])
         self._logits_stale = self._tap.cut_short
         return keep
+
+    def _build_prefix(self, prompt: Prompt, held: int) -> None:
+        """Decode a chat prompt's prefix after the longest part of it already known, keeping
+        its state (and the shared start's) in the prefix cache."""
+        prefix = tuple(prompt.tokens[: prompt.prefix_len])
+        start = self._restore_longest(prefix, held)
+        if start < prompt.base_len < len(prefix):  # keep the shared start on its own
+            self._decode(list(prefix[start : prompt.base_len]))
+            self._save(prefix[: prompt.base_len])
+            start = prompt.base_len
+        self._decode(list(prefix[start:]))
+        self._save(prefix)
+
+    def prefix_kv(self, prompt: Prompt) -> bytes | None:
+        """The KV state of a chat prompt's prefix, for a reply generated in a scheduler slot:
+        from the prefix cache, else decoded here as `stream` would and kept. None if the prompt
+        has no prefix. Call with the lock held."""
+        prefix = tuple(prompt.tokens[: prompt.prefix_len])
+        if not prefix:
+            return None
+        if prefix not in self._prefix_states:
+            held = common_prefix(self.llm.input_ids[: self.llm.n_tokens], prefix)
+            self._build_prefix(prompt, held)
+            self._kv_prefix = prefix
+        self._prefix_states.move_to_end(prefix)
+        return self._prefix_states[prefix]
 
     def _restore_longest(self, prefix: tuple[int, ...], held: int) -> int:
         """Put the longest known start of `prefix` in the KV (a saved prefix state, or what the
@@ -392,7 +419,7 @@ class Engine:
         for layer in layers:
             if layer not in self.middle_layers:
                 raise ValueError(f"layer {layer} is not a middle layer of this model")
-        with self._lock:
+        with self.lock:
             self._evaluate(prompt, exact=True, layers=layers)
             states = self._tap.pooled(self.n_embd) if layers else np.empty((0, 2 * self.n_embd))
             probabilities = self._walk(label_tokens, depth=0, base=len(prompt.tokens))
@@ -418,7 +445,7 @@ class Engine:
             if prefix is None:
                 results[indices[0]] = self.choose(prompts[indices[0]], labels, layers=layers)
                 continue
-            with self._lock:
+            with self.lock:
                 batch = self._stream_batch().decode(prefix, rests, layers)
             for index, logits, states in zip(indices, *batch, strict=True):
                 results[index] = ([float(x) for x in _shares(logits, first_tokens)], states)
@@ -455,7 +482,7 @@ class Engine:
         no longer be read (`_last_logits` raises) and the KV is cut back to the prefix.
         """
         self._check_layers(prompt, layers)
-        with self._lock:
+        with self.lock:
             self._evaluate(prompt, exact=True, layers=layers, stop=True)
             states = self._tap.pooled(self.n_embd)
             self._truncate(min(prompt.prefix_len, len(prompt.tokens) - 1))
@@ -472,7 +499,7 @@ class Engine:
             if prefix is None:
                 results[indices[0]] = self.read_states(prompts[indices[0]], layers)
                 continue
-            with self._lock:
+            with self.lock:
                 _, states = self._stream_batch().decode(prefix, rests, layers, logits=False)
             for index, pooled in zip(indices, states, strict=True):
                 results[index] = pooled
@@ -539,13 +566,13 @@ class Engine:
         sampler.add_grammar(self.llm._model, compiled)
         sampler.add_greedy()
         out = b""
-        with self._lock:
+        with self.lock:
             self._evaluate(prompt, exact=True)
             for _ in range(max(len(self.tokenize(label)) for label in labels) * 4):
                 token = sampler.sample(self.llm._ctx, -1)
-                if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                if llama_cpp.llama_vocab_is_eog(self.vocab, token):
                     break
-                out += self._piece(token)
+                out += self.piece(token)
                 text = out.decode("utf-8", errors="ignore")
                 if text in labels and not any(
                     other != text and other.startswith(text) for other in labels
@@ -561,80 +588,42 @@ class Engine:
         """Generate a reply: a `Completion` yielding text pieces as they are generated; it stops
         at end-of-turn, a stop string, the grammar's end or the token limit.
 
-        Control tokens (end of turn, role markers) end the reply and are never shown. The lock is
-        held from the first piece until the generator finishes or is closed. The sampler is built
-        here, so a grammar llama.cpp cannot parse is an error now, not mid-stream.
+        Control tokens (end of turn, role markers) end the reply and are never shown. With
+        `parallel` above 1 the reply joins the scheduler's next step (app/scheduler.py);
+        otherwise the lock is held from the first piece until the generator finishes or is
+        closed. The sampler is built here, so a grammar llama.cpp cannot parse is an error now,
+        not mid-stream.
         """
         self.check_fits(prompt, reserve=1)
         budget = min(sampling.max_tokens, self.n_ctx - len(prompt.tokens))
-        sampler = self._sampler(sampling)
         completion = Completion(len(prompt.tokens), reply_start=reply_start)
-        return completion.run(self._generate(prompt, sampling, sampler, budget, completion))
+        generation = Generation(self, sampling, self._sampler(sampling), budget, completion)
+        if self.parallel > 1:
+            return completion.run(self._replies_together().submit(prompt, generation))
+        return completion.run(self._generate(prompt, generation))
 
-    def _generate(
-        self,
-        prompt: Prompt,
-        sampling: Sampling,
-        sampler: LlamaSampler,
-        budget: int,
-        out: Completion,
-    ) -> Iterator[str]:
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        stops = tuple(s for s in sampling.stop if s)
-        hold = max((len(s) for s in stops), default=1) - 1
-        ban = Ban(sampling.banned)
-        generated: list[int] = []
-        sentences = _SentenceCount(sampling.max_sentences)
-        pending = ""
-        with self._lock:
-            out.cached_tokens = self._evaluate(prompt, exact=False)
-            finish = "length"
-            for _ in range(budget):
-                # The model's own distribution, before bans and sampling filters change it.
-                raw = self._last_logits().copy() if sampling.top_logprobs is not None else None
-                banned = ban.banned_after(generated) if ban else ()
-                if banned:  # the sampler reads these logits: a -inf token cannot be drawn
-                    self._last_logits()[list(banned)] = -np.inf
-                token = sampler.sample(self.llm._ctx, -1)
-                if llama_cpp.llama_vocab_is_eog(
-                    self._vocab, token
-                ) or llama_cpp.llama_vocab_is_control(self._vocab, token):
-                    finish = "stop"
-                    break
-                self.generated_tokens += 1
-                out.completion_tokens += 1
-                if raw is not None:
-                    out.logprobs.append(self._logprob(raw, token, sampling.top_logprobs or 0))
-                generated.append(token)
-                if sampling.no_repeat >= 2 and len(generated) >= sampling.no_repeat:
-                    ban.add(generated[-sampling.no_repeat :])
-                piece = decoder.decode(self._piece(token))
-                pending += piece
-                cut = _find_stop(pending, stops)
-                enough = sentences.after(piece)
-                if enough is not None:  # the last sentence asked for ended: cut what follows
-                    end = len(pending) - enough
-                    cut = end if cut is None else min(cut, end)
-                if cut is not None:
-                    pending = pending[:cut]
-                    finish = "stop"
-                    break
-                if len(pending) > hold:
-                    ready, pending = pending[: len(pending) - hold], pending[len(pending) - hold :]
-                    yield ready
-                if self.llm.n_tokens + 1 >= self.n_ctx:
+    def _replies_together(self) -> Scheduler:
+        with self.lock:
+            if self._scheduler is None:
+                self._scheduler = Scheduler(self, self.parallel)
+            return self._scheduler
+
+    def _generate(self, prompt: Prompt, generation: Generation) -> Iterator[str]:
+        """One reply alone on the engine's context (`parallel` 1), the lock held throughout."""
+        with self.lock:
+            generation.out.cached_tokens = self._evaluate(prompt, exact=False)
+            token = generation.next(self._ctx, -1, self.llm.n_tokens)
+            while True:
+                yield from generation.take()
+                if token is None:
                     break
                 self._decode([token])
-            pending += decoder.decode(b"", final=True)
-            cut = _find_stop(pending, stops)
-            if cut is not None:
-                pending = pending[:cut]
-                finish = "stop"
-            out.finish_reason = finish  # type: ignore[assignment]
-            if pending:
-                yield pending
+                token = generation.next(self._ctx, -1, self.llm.n_tokens)
+            tail = generation.finish()
+            if tail:
+                yield tail
 
-    def _logprob(self, logits: np.ndarray, token: int, top: int) -> TokenLogprob:
+    def logprob(self, logits: np.ndarray, token: int, top: int) -> TokenLogprob:
         """`token`'s log-softmax over the raw logits, with the `top` most likely tokens."""
         scores = logits.astype(np.float64)
         peak = scores.max()
@@ -645,7 +634,7 @@ class Engine:
         return replace(self._token_logprob(token, scores[token] - log_total), top=alternatives)
 
     def _token_logprob(self, token: int, logprob: float) -> TokenLogprob:
-        piece = self._piece(token)
+        piece = self.piece(token)
         return TokenLogprob(piece.decode("utf-8", errors="replace"), float(logprob), piece)
 
     def _sampler(self, sampling: Sampling) -> LlamaSampler:
@@ -655,7 +644,7 @@ class Engine:
         sampler = LlamaSampler()
         if sampling.grammar:
             grammar = llama_cpp.llama_sampler_init_grammar(
-                self._vocab, sampling.grammar.encode("utf-8"), b"root"
+                self.vocab, sampling.grammar.encode("utf-8"), b"root"
             )
             if not grammar:
                 raise InputError("llama.cpp could not parse the grammar built for this request.")
@@ -677,7 +666,7 @@ class Engine:
         """The KV state of `prompt`'s cacheable prefix (decoded now unless already kept), for a
         caller that keeps it across processes (the example bank's groups)."""
         prefix = tuple(prompt.tokens[: prompt.prefix_len])
-        with self._lock:
+        with self.lock:
             if prefix not in self._prefix_states:
                 self._evaluate(prompt, exact=False)
             return self._prefix_states[prefix]
@@ -686,7 +675,7 @@ class Engine:
         """Keep a prefix state saved by an earlier process, unless one is held already; True if
         it was taken. A state llama.cpp refuses is dropped at first use and decoded instead."""
         prefix = tuple(prompt.tokens[: prompt.prefix_len])
-        with self._lock:
+        with self.lock:
             if not prefix or prefix in self._prefix_states:
                 return False
             self._prefix_states[prefix] = state
@@ -700,13 +689,15 @@ class Engine:
     def forget(self, *, prefixes: bool = False) -> None:
         """Empty the KV cache, e.g. to time a cold prompt; with `prefixes`, the saved prefix
         states too, so the next prompt is evaluated as in a fresh process."""
-        with self._lock:
+        with self.lock:
             self._truncate(0)
             if prefixes:
                 self._prefix_states.clear()
 
     def close(self) -> None:
-        with self._lock:
+        if self._scheduler is not None:
+            self._scheduler.close()
+        with self.lock:
             self._prefix_states.clear()
             if self._streams is not None:
                 self._streams.close()
@@ -787,49 +778,3 @@ def _check_gguf_file(path: Path) -> None:
             f"{path} is not a GGUF model (it does not start with 'GGUF'). Give a .gguf file, "
             "or download one: allinone download"
         )
-
-
-def _common_prefix(held: Sequence[int], wanted: Sequence[int]) -> int:
-    count = 0
-    for a, b in zip(held, wanted, strict=False):
-        if a != b:
-            break
-        count += 1
-    return count
-
-
-_SENTENCE_ENDS = "。！？!?"
-_CLOSERS = "”’」』）)"  # a closing quote or bracket right after the end mark belongs to it
-
-
-class _SentenceCount:
-    """Counts sentence ends in generated text, to stop after the `limit`-th (0: never).
-
-    A run of end marks ("！！", "？！") ends one sentence; an ellipsis (……) ends none.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.count = 0
-        self._in_run = False
-
-    def after(self, piece: str) -> int | None:
-        """Feed the next piece; when the limit's sentence ends inside it, how many of its
-        characters come after that sentence's end marks (to cut them); else None."""
-        if not self.limit:
-            return None
-        for index, char in enumerate(piece):
-            if char in _SENTENCE_ENDS or (self._in_run and char in _CLOSERS):
-                self._in_run = True
-                continue
-            if self._in_run:
-                self._in_run = False
-                self.count += 1
-                if self.count >= self.limit:
-                    return len(piece) - index
-        return None
-
-
-def _find_stop(text: str, stops: tuple[str, ...]) -> int | None:
-    positions = [text.find(stop) for stop in stops if stop in text]
-    return min(positions) if positions else None

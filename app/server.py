@@ -1,8 +1,10 @@
 """The local HTTP server: a thin shell that speaks the OpenAI API (optional extra `server`).
 
-One Assistant (one model) serves every client. Blocking llama.cpp calls run in a thread pool; the
-engine's lock queues them, one at a time on the model. Streams go out as server-sent events and
-check for a gone client after every piece: closing the generator releases the model at once.
+One Assistant (one model) serves every client. Blocking llama.cpp calls run in a thread pool;
+the engine decodes up to --parallel replies together and serves labels between two of its steps
+(app/scheduler.py). Streams go out as server-sent events and check for a gone client after every
+piece; a non-streamed reply is watched while it is generated. Either way a gone client's reply
+is closed, which frees its slot at once.
 Errors leave as OpenAI-style bodies ({"error": {"message", "type", "param", "code"}}) with a 4xx
 status; the server never dies on input. Every request field is honoured or refused with a 400
 naming it (app/openai_api.py lists them, and the few accepted and ignored with the reason).
@@ -22,6 +24,7 @@ naming it (app/openai_api.py lists them, and the few accepted and ignored with t
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import json
 import logging
@@ -30,7 +33,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -63,6 +66,8 @@ PAGE = Path(__file__).resolve().parent / "static" / "chat.html"
 MAX_BODY_BYTES = 1_000_000
 MAX_BATCH = 256
 ROLE_ALIAS = "allinone:"
+DISCONNECT_POLL = 0.25  # seconds between checks for a gone client while a reply is generated
+T = TypeVar("T")
 
 
 class SentimentRequest(BaseModel):
@@ -296,7 +301,7 @@ def create_app(load: Callable[[], Assistant]) -> FastAPI:
                 for index, completion in enumerate(completions)
             ]
 
-        choices = await run_in_threadpool(finish_all)
+        choices = await _unless_gone(request, completions, finish_all)
         return {
             **meta,
             "object": "chat.completion",
@@ -330,7 +335,7 @@ def create_app(load: Callable[[], Assistant]) -> FastAPI:
             lambda: current.respond(text, history, **sampling)
         )
         if not body.stream:
-            reply = await run_in_threadpool(lambda: "".join(stream))
+            reply = await _unless_gone(request, [stream], lambda: "".join(stream))
             return {"sentiment": _verdict_json(verdict, 0), "reply": reply}
         return EventSourceResponse(_respond_stream(request, verdict, stream))
 
@@ -371,6 +376,21 @@ def _choice(
 
 def _verdict_json(verdict: Verdict, index: int) -> dict[str, Any]:
     return {"index": index, "label": verdict.label, "confidence": round(verdict.confidence, 4)}
+
+
+async def _unless_gone(request: Request, completions: list[Completion], work: Callable[[], T]) -> T:
+    """Run `work` (which generates the completions to their end) in a thread, watching the
+    client meanwhile: if it leaves, close them, so the model stops generating for nobody."""
+    task = asyncio.ensure_future(run_in_threadpool(work))
+    while not task.done():
+        await asyncio.wait({task}, timeout=DISCONNECT_POLL)
+        if not task.done() and await request.is_disconnected():
+            for completion in completions:
+                completion.close()  # thread-safe: generation stops before its next token
+            request_id = request.scope.get("state", {}).get("request_id", "-")
+            log.info("%s client gone before the reply ended; generation stopped", request_id)
+            break
+    return await task
 
 
 async def _pieces(request: Request, stream: Iterator[str]) -> AsyncIterator[str]:

@@ -160,3 +160,13 @@ def test_classify_file_bad_rows_stop_or_skip(runner, tmp_path):
     assert skipped.exit_code == 0, skipped.output
     assert "Skipped bad row, line 2: not valid UTF-8" in skipped.output
     assert len((tmp_path / "o.csv").read_text(encoding="utf-8").splitlines()) == 3
+
+
+def test_one_conversation_commands_make_no_reply_slots_unless_asked(monkeypatch):
+    from app.cli import _one_conversation
+
+    monkeypatch.delenv("ALLINONE_PARALLEL", raising=False)
+    assert _one_conversation({"parallel": None})["parallel"] == 1
+    assert _one_conversation({"parallel": 3})["parallel"] == 3
+    monkeypatch.setenv("ALLINONE_PARALLEL", "2")
+    assert _one_conversation({"parallel": None})["parallel"] is None  # the setting reads the env

@@ -2,7 +2,8 @@
 
 import pytest
 
-from app.engine import Sampling, _SentenceCount
+from app.engine import Sampling
+from app.generation import SentenceCount
 from app.guards import Ban, copy_runs
 
 
@@ -44,7 +45,7 @@ def test_copy_runs_cut_overlapping_windows():
     ],
 )
 def test_sentence_count_cuts_after_the_last_sentence_asked_for(pieces, limit, kept):
-    counter, text = _SentenceCount(limit), ""
+    counter, text = SentenceCount(limit), ""
     for piece in pieces:
         text += piece
         after = counter.after(piece)
@@ -84,7 +85,7 @@ def test_phrase_tokens_include_every_token_containing_the_word(assistant):
     assert tuple(engine.tokenize("开心")) in sequences
     singles = [seq[0] for seq in sequences if len(seq) == 1]
     assert len(singles) >= 2  # 开心 itself and at least one longer token (很开心)
-    assert all("开心".encode() in engine._piece(token) for token in singles)
+    assert all("开心".encode() in engine.piece(token) for token in singles)
 
 
 @pytest.mark.model

@@ -13,7 +13,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -173,6 +175,73 @@ def test_disconnect_mid_stream_frees_the_model(served):
     # The model is free again: a new request is answered (it would queue behind 400 tokens).
     reply = httpx.post(server + "/v1/sentiment", json={"input": "很好"}, timeout=60)
     assert reply.status_code == 200 and reply.json()["data"][0]["label"] == "正面"
+
+
+def test_four_streams_at_once_all_complete(client):
+    def stream(question):
+        chunks = client.chat.completions.create(
+            model="allinone",
+            messages=[{"role": "user", "content": question}],
+            temperature=0,
+            max_tokens=24,
+            stream=True,
+        )
+        pieces, finish = [], None
+        for chunk in chunks:
+            pieces.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+        return "".join(pieces), finish
+
+    questions = ["推荐一本书", "周末做什么好？", "今天好累", "你好"]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        replies = list(pool.map(stream, questions))
+    for text, finish in replies:
+        assert text.strip() and "<|" not in text and finish in ("stop", "length")
+
+
+def test_sentiment_is_answered_while_four_replies_stream(server):
+    body = {"messages": [{"role": "user", "content": "写一篇很长的作文"}], "max_tokens": 200}
+    started, ended = threading.Barrier(5), []
+
+    def stream():
+        with httpx.stream(
+            "POST", server + "/v1/chat/completions", json={**body, "stream": True}, timeout=120
+        ) as response:
+            first = True
+            for line in response.iter_lines():
+                if first and '"content": "' in line and '""' not in line:
+                    first = False
+                    started.wait()
+        ended.append(time.monotonic())
+
+    threads = [threading.Thread(target=stream) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    started.wait(timeout=120)
+    reply = httpx.post(server + "/v1/sentiment", json={"input": "很好"}, timeout=60)
+    answered = time.monotonic()
+    for thread in threads:
+        thread.join()
+    assert reply.json()["data"][0]["label"] == "正面"
+    assert answered < min(ended), "the label waited for a reply to finish"
+
+
+def test_a_client_leaving_a_non_streamed_reply_stops_it(served):
+    server, log_path = served
+    # JSON output skips the chat guards (sentence limit), so this reply runs for many seconds.
+    body = {
+        "messages": [{"role": "user", "content": "用JSON列出一百个中国城市和它们的人口。"}],
+        "response_format": {"type": "json_object"},
+        "max_tokens": 400,
+    }
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            server + "/v1/chat/completions",
+            json=body,
+            headers={"x-request-id": "impatient"},
+            timeout=httpx.Timeout(60, read=1.0),
+        )
+    assert wait_for_log(log_path, "impatient client gone before the reply ended")
 
 
 @pytest.mark.parametrize(

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.errors import InputError
-from app.measure import metrics
+from app.measure import concurrency, metrics
 
 if TYPE_CHECKING:
     from app.measure.evaluation import Example
@@ -438,6 +438,29 @@ def checks(results: dict[str, object], model_mb: float) -> list[Check]:
             same["agree"] == same["texts"],
         )
     )
+    if "concurrency" in results:  # --parallel above 1: chats decoded together
+        solo, many = results["concurrency"]["alone"], results["concurrency"]["together"]
+        streams = many["streams"]
+        rows += [
+            Check(
+                f"{streams} chats at once: total tokens/s",
+                many["tokens_per_s"],
+                "tokens/s",
+                solo["tokens_per_s"],
+                "one chat alone",
+                ">= 2.0x",
+                many["tokens_per_s"] >= 2.0 * solo["tokens_per_s"],
+            ),
+            Check(
+                f"sentiment while {streams} chats stream: ms",
+                many["sentiment_ms"],
+                "ms",
+                None,
+                "",
+                "< 1000 ms",
+                many["sentiment_ms"] < 1000,
+            ),
+        ]
     return rows
 
 
@@ -560,6 +583,12 @@ def run(
     }
     results["chat"] = chat(assistant, CHAT_MESSAGES)
     step("chat")
+    if getattr(assistant.engine, "parallel", 1) > 1:
+        results["concurrency"] = {
+            "alone": concurrency.alone(assistant, repeats=2),
+            "together": concurrency.together(assistant, streams=4),
+        }
+        step("chats at once")
     results["fresh"] = fresh_process(settings)
     step("fresh process")
     results["classify_file"] = classify_file(texts[:200], settings)

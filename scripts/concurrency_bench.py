@@ -1,0 +1,74 @@
+#!/usr/bin/env python3
+"""Several chats at once: aggregate speed, one chat alone, a label during them, identity.
+
+    python scripts/concurrency_bench.py                      # --parallel 1 and 4, one table
+    python scripts/concurrency_bench.py --parallel 4 --identical 50
+
+Each --parallel value is measured in a fresh process of its own (a model loaded and closed
+earlier in the same process could change the figures); app/measure/concurrency.py says what is
+measured. Prints a Markdown table; --identical N adds how many of N greedy replies are the same
+alone and decoded beside others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.measure import concurrency  # noqa: E402
+
+
+def measure(args: argparse.Namespace, parallel: int) -> dict:
+    """Measure one --parallel value in this process."""
+    from app.dispatcher import Assistant
+
+    assistant = Assistant.load(args.model, parallel=parallel, seed=1)
+    result = {
+        "alone": concurrency.alone(assistant, args.tokens),
+        "together": concurrency.together(assistant, args.streams, args.tokens),
+    }
+    if args.identical and parallel > 1:
+        result["identical"] = concurrency.identical(assistant, args.identical, args.streams)
+    assistant.engine.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--parallel", type=int, nargs="+", default=[1, 4], help="default: 1 4")
+    parser.add_argument("--streams", type=int, default=4, help="chats started at once (4)")
+    parser.add_argument("--tokens", type=int, default=64, help="tokens per reply (64)")
+    parser.add_argument("--identical", type=int, default=0, help="greedy replies to compare (0)")
+    parser.add_argument("--model", default=None, help="GGUF (default: the configured model)")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one value
+    args = parser.parse_args()
+    if args.json:
+        print(json.dumps(measure(args, args.parallel[0])))
+        return
+    rows = []
+    for parallel in args.parallel:
+        command = [sys.executable, __file__, "--json", "--parallel", str(parallel)]
+        command += ["--streams", str(args.streams), "--tokens", str(args.tokens)]
+        command += ["--identical", str(args.identical)]
+        if args.model:
+            command += ["--model", args.model]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            sys.exit(f"--parallel {parallel} failed:\n{done.stderr[-2000:]}")
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        rows.append((f"--parallel {parallel}", result["alone"], result["together"]))
+        print(f"--parallel {parallel}: {result}", file=sys.stderr)
+        if "identical" in result:
+            same = result["identical"]
+            counts = f"{same['identical']} of {same['replies']}"
+            print(f"--parallel {parallel}: {counts} greedy replies identical alone and batched")
+    print(concurrency.table(rows))
+
+
+if __name__ == "__main__":
+    main()

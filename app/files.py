@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from app.errors import InputError
 
@@ -136,6 +136,22 @@ class Summary:
 Classifier = Callable[[str], tuple[str, float]]
 ManyClassifier = Callable[[list[str]], list[tuple[str, float]]]
 WINDOW = 256  # rows per classify_many call
+
+
+def label_functions(
+    assistant: Any, role: str | None, decode: str = "auto"
+) -> tuple[Classifier, ManyClassifier | None]:
+    """An Assistant's (classify, classify_many) for a label role, as the file policy takes
+    them: the list path only for decode="auto" (the head or logits), as a single text would."""
+
+    def label(text: str) -> tuple[str, float]:
+        verdict = assistant.classify(text, role, decode=decode)
+        return verdict.label, verdict.confidence
+
+    def label_many(texts: list[str]) -> list[tuple[str, float]]:
+        return [(v.label, v.confidence) for v in assistant.classify_many(texts, role)]
+
+    return label, (label_many if decode == "auto" else None)
 
 
 def label_row(

@@ -10,11 +10,11 @@ thread count from its own parameter only; left alone it would run its default on
 oversubscribe the node (on 2 cores two busy llama.cpp processes run ~6x slower). So each actor
 reads the CPUs Ray gave it and loads the model with exactly that many threads.
 
-Faults. The pool's actors restart when they die (`max_restarts=-1`) and a batch whose actor was
-killed is run again on a live one (`max_task_retries=-1`); an output batch exists only once its
-task has finished, so a kill -9 costs the batch in flight and never yields a row twice. The
-driver keeps a journal of finished blocks (app/corpus.py): a driver killed and run again goes on
-from the blocks it has.
+Faults. The pool's actors restart when they die and a batch whose actor was killed runs again
+(Ray Data's defaults for actor pools: `max_restarts=-1`, `max_task_retries=-1`); an output batch
+exists only once its task has finished, so a kill -9 costs the batch in flight and never yields
+a row twice (tests/test_ray.py kills one mid-job). The driver keeps a journal of finished blocks
+(app/corpus.py): a driver killed and run again goes on from the blocks it has.
 
 Where the Dataset runs. Ray Data's executor cannot run in a Ray Client (`ray://`) driver, so
 `classify_corpus` hands the Dataset to a small coordinator actor (0 CPUs) on the cluster and
@@ -275,8 +275,8 @@ def classify_dataset(
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=pool_size(actors, threads_per_actor)),
         num_cpus=threads_per_actor,
-        max_restarts=-1,  # a killed actor comes back (Ray Data's default, said out loud)
-        max_task_retries=-1,  # and the batch it held runs again
+        # Ray Data's actor pools restart a dead actor and rerun the batch it held by default
+        # (max_restarts=-1, max_task_retries=-1); Ray 2.60 deprecates passing them here.
     )
 
 

@@ -255,13 +255,21 @@ def classify_dataset(
     Lazy, like any Dataset transform: write it, iterate it, or chain more steps. Empty texts are
     left out, as `allinone classify FILE` leaves empty rows out; a text the model refuses (too
     long for the context) fails the run under on_error="stop" and is left out under "skip".
-    `actors` defaults to as many as the cluster's CPUs hold; `settings` are Assistant.load's
+    `actors=None` is a pool that grows from 1 to as many actors as the cluster's CPUs hold; a
+    number is a pool of that size (then leave a CPU free for a `read_*` source's read tasks,
+    or the actors hold every CPU and the reads never run). `settings` are Assistant.load's
     (model, n_ctx, prompts, ...). Needs `ray.init()` first.
     """
     ray = import_ray()
     given = _actor_settings(settings)
+    if actors:
+        pool_size(actors, threads_per_actor)  # that many fit, or say so now
     if check_nodes:
         check_model_on_nodes(given)
+    if actors:
+        pool = ray.data.ActorPoolStrategy(size=actors)
+    else:
+        pool = ray.data.ActorPoolStrategy(min_size=1, max_size=pool_size(None, threads_per_actor))
     return dataset.map_batches(
         Labeller,
         fn_constructor_kwargs={
@@ -273,7 +281,7 @@ def classify_dataset(
         },
         batch_size=window,
         batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=pool_size(actors, threads_per_actor)),
+        compute=pool,
         num_cpus=threads_per_actor,
         # Ray Data's actor pools restart a dead actor and rerun the batch it held by default
         # (max_restarts=-1, max_task_retries=-1); Ray 2.60 deprecates passing them here.

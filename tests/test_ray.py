@@ -119,14 +119,17 @@ def ray_in_process() -> Iterator[None]:
         ray.shutdown()
 
 
-def test_dataset_api_adds_label_and_confidence(ray_in_process, model_path, texts, expected):
+def test_dataset_api_adds_label_and_confidence(
+    ray_in_process, tmp_path, model_path, texts, expected
+):
     from app.ray_classify import classify_dataset
 
-    items = [{"id": i, "text": text} for i, text in enumerate(texts)]
-    dataset = ray.data.from_items([*items, {"id": 999, "text": "  "}])
-    labelled = classify_dataset(
-        dataset, actors=2, threads_per_actor=1, window=8, model=str(model_path)
-    )
+    for part in range(2):  # two files: two read tasks, which need CPUs beside the actors
+        rows = texts[part * 20 : (part + 1) * 20] + ([" "] if part else [])
+        ids = list(range(part * 20, part * 20 + len(rows)))
+        pq.write_table(pa.table({"id": ids, "text": rows}), tmp_path / f"part-{part}.parquet")
+    dataset = ray.data.read_parquet(str(tmp_path))
+    labelled = classify_dataset(dataset, threads_per_actor=1, window=8, model=str(model_path))
     rows = sorted(labelled.take_all(), key=lambda row: row["id"])
     assert [row["id"] for row in rows] == list(range(len(texts)))  # the empty text left out
     assert [row["text"] for row in rows] == texts

@@ -143,9 +143,9 @@ def _model_on_this_node(settings: dict[str, Any]) -> tuple[str, str | None, int,
         return _node(), None, 0, str(error)
 
 
-def check_model_on_nodes(settings: dict[str, Any], timeout: float = 300) -> str:
-    """Resolve the model on every node with CPUs (a task pinned to each); the path if all hold
-    the same file, else a ModelNotFound that names the nodes without it."""
+def check_model_on_nodes(settings: dict[str, Any], timeout: float = 300) -> None:
+    """Resolve the model on every node with CPUs (a task pinned to each): a ModelNotFound that
+    names the nodes without it, or says which hold another file (name or size)."""
     ray = import_ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -169,14 +169,12 @@ def check_model_on_nodes(settings: dict[str, Any], timeout: float = 300) -> str:
             + " Every node needs the same GGUF: run `allinone download` on that node, or put "
             "the file at the same path there (--model PATH)."
         )
-    found = {(path, size) for _, path, size, _ in answers}
-    if len(found) > 1:
+    if len({(Path(str(path)).name, size) for _, path, size, _ in answers}) > 1:
         where = "; ".join(f"{node}: {path} ({size} bytes)" for node, path, size, _ in answers)
         raise ModelNotFound(
             f"The nodes hold different models ({where}); labels would differ. Give every node "
             "the same GGUF (--model PATH)."
         )
-    return next(iter(found))[0] if found else ""
 
 
 class Labeller:

@@ -189,6 +189,13 @@ def test_an_actor_killed_mid_job_is_restarted_and_every_row_comes_once(tmp_path,
             run,
         )
         os.kill(actors[0], signal.SIGKILL)
+        _wait_for(  # Ray starts it again in a new process (and reruns the batch it held)
+            lambda: [
+                p for p in _descendants(run.pid) if "MapWorker" in _title(p) and p not in actors
+            ],
+            "the killed actor's restart",
+            run,
+        )
         _, stderr = run.communicate(timeout=600)
     finally:
         if run.poll() is None:

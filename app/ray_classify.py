@@ -161,13 +161,12 @@ def check_model_on_nodes(settings: dict[str, Any], timeout: float = 300) -> None
         answers = ray.get(refs, timeout=timeout)
     except ray.exceptions.GetTimeoutError:
         raise ClusterError(f"The nodes did not answer within {timeout:.0f} s.") from None
-    missing = [f"{node}: {problem}" for node, _, _, problem in answers if problem]
+    missing = [f"{node}: {problem.rstrip('.')}" for node, _, _, problem in answers if problem]
     if missing:
         raise ModelNotFound(
-            "The model is missing on "
-            + "; ".join(missing)
-            + " Every node needs the same GGUF: run `allinone download` on that node, or put "
-            "the file at the same path there (--model PATH)."
+            f"The model is missing on {'; '.join(missing)}. Every node needs the same GGUF: run "
+            "`allinone download` on that node, or put the file at the same path there "
+            "(--model PATH)."
         )
     if len({(Path(str(path)).name, size) for _, path, size, _ in answers}) > 1:
         where = "; ".join(f"{node}: {path} ({size} bytes)" for node, path, size, _ in answers)
@@ -294,8 +293,9 @@ def pool_size(actors: int | None, threads_per_actor: int) -> int:
         return max(1, cpus // threads_per_actor)
     if actors * threads_per_actor > cpus:
         raise ClusterError(
-            f"{actors} actors x {threads_per_actor} threads need {actors * threads_per_actor} "
-            f"CPUs; the cluster has {cpus}. Lower --actors or --threads-per-actor."
+            f"{actors} actor(s) x {threads_per_actor} thread(s) need "
+            f"{actors * threads_per_actor} CPUs; the cluster has {cpus}. Lower --actors or "
+            "--threads-per-actor."
         )
     return actors
 

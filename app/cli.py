@@ -21,6 +21,8 @@ from app.config import Settings
 from app.errors import AllInOneError, InputError
 from app.files import WINDOW
 
+ACTOR_THREADS = 1  # --threads-per-actor: see the README's figures for 1 x 2 against 2 x 1
+
 # Settings field -> flag name, for the flags whose field name is not the best flag.
 _FLAG_NAMES = {
     "n_ctx": "ctx",
@@ -177,7 +179,8 @@ def chat(
     "-o",
     "--output",
     type=click.Path(path_type=Path),
-    help="Write results here (.csv or .jsonl). [default: print to stdout]",
+    help="Write results here (.csv or .jsonl; with --ray also .parquet, or a folder). "
+    "[default: print to stdout]",
 )
 @click.option("--role", help="A label role from prompts.yaml. [default: the sentiment role]")
 @click.option(
@@ -206,7 +209,30 @@ def chat(
     default=WINDOW,
     show_default=True,
     help="FILE rows handed to the model at once: more rows find more texts of equal length to "
-    "decode together (faster); fewer lose less work if the run is interrupted.",
+    "decode together (faster); fewer lose less work if the run is interrupted. With --ray: the "
+    "rows of one block (one actor call, one journal entry).",
+)
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Run on a Ray cluster, one model per actor: local (start Ray on this machine), auto "
+    "(the cluster this machine is a node of), HOST:PORT (the head, e.g. 10.0.0.5:6379) or "
+    "ray://HOST:PORT (Ray Client). FILE and -o may then be folders, and .parquet. Needs "
+    'pip install "allinone[ray]". [default: off: one process on this machine]',
+)
+@click.option(
+    "--actors",
+    type=click.IntRange(1, 4096),
+    help="With --ray: how many actors (model copies, one process each). [default: as many as "
+    "the cluster's CPUs hold at --threads-per-actor]",
+)
+@click.option(
+    "--threads-per-actor",
+    type=click.IntRange(1, 256),
+    default=ACTOR_THREADS,
+    show_default=True,
+    help="With --ray: CPUs Ray reserves for each actor, and llama.cpp's threads in it.",
 )
 @settings_options
 @handle_errors
@@ -218,10 +244,38 @@ def classify(
     on_error: str,
     decode: str,
     window: int,
+    ray_address: str | None,
+    actors: int | None,
+    threads_per_actor: int,
     **settings: Any,
 ) -> None:
-    """Label one text, or every row of a .txt/.csv/.jsonl FILE (resumable, with a progress bar)."""
-    from app.files import INPUT_FORMATS, classify_file, count_rows, label_row, read_rows
+    """Label one text, or every row of a .txt/.csv/.jsonl FILE (resumable, with a progress bar);
+    with --ray, every row of a file or folder (.txt/.csv/.jsonl/.parquet) on a Ray cluster."""
+    if ray_address is not None:
+        _classify_on_ray(
+            Path(source),
+            output,
+            ray_address,
+            actors=actors,
+            threads_per_actor=threads_per_actor,
+            role=role,
+            decode=decode,
+            window=window,
+            on_error=on_error,
+            restart=restart,
+            settings=settings,
+        )
+        return
+    if actors is not None or threads_per_actor != ACTOR_THREADS:
+        raise InputError("--actors and --threads-per-actor go with --ray ADDRESS.")
+    from app.files import (
+        INPUT_FORMATS,
+        classify_file,
+        count_rows,
+        label_functions,
+        label_row,
+        read_rows,
+    )
 
     path = Path(source)
     is_file = path.suffix.lower() in INPUT_FORMATS and (path.exists() or output is not None)
@@ -234,11 +288,7 @@ def classify(
         return
 
     assistant = _load(settings)
-
-    def label(text: str) -> tuple[str, float]:
-        verdict = assistant.classify(text, role, decode=decode)
-        return verdict.label, verdict.confidence
-
+    label, label_many = label_functions(assistant, role, decode)
     if output is None:
         for row in read_rows(path):
             result = label_row(row, label, source=path, on_error=on_error)
@@ -249,9 +299,6 @@ def classify(
         return
     from tqdm import tqdm
 
-    def label_many(texts: list[str]) -> list[tuple[str, float]]:
-        return [(v.label, v.confidence) for v in assistant.classify_many(texts, role)]
-
     with tqdm(total=count_rows(path), unit="row", disable=None, file=sys.stderr) as bar:
         summary = classify_file(
             path,
@@ -260,21 +307,66 @@ def classify(
             restart=restart,
             on_error=on_error,
             progress=bar.update,
-            classify_many=label_many if decode == "auto" else None,
+            classify_many=label_many,
             window=window,
         )
+    _say_done(summary)
+    _say_skipped(summary)
+
+
+def _say_done(summary: Any) -> None:  # a files.Summary
     note = f" ({summary.resumed} resumed from an earlier run)" if summary.resumed else ""
     click.echo(f"Labelled {summary.done} rows{note} -> {summary.output}", err=True)
+
+
+def _say_skipped(summary: Any, name: str = "") -> None:
+    """The empty and the bad rows a run left out; `name` the file, when there are several."""
+    where = f"{name}: " if name else ""
     if summary.skipped_lines:
         lines = ", ".join(map(str, summary.skipped_lines[:10]))
         more = " ..." if len(summary.skipped_lines) > 10 else ""
         click.echo(
-            f"Skipped {len(summary.skipped_lines)} empty rows (lines {lines}{more}).", err=True
+            f"{where}Skipped {len(summary.skipped_lines)} empty rows (lines {lines}{more}).",
+            err=True,
         )
     for line, problem in summary.bad_rows[:10]:
-        click.echo(f"Skipped bad row, line {line}: {problem}", err=True)
+        click.echo(f"{where}Skipped bad row, line {line}: {problem}", err=True)
     if len(summary.bad_rows) > 10:
-        click.echo(f"... and {len(summary.bad_rows) - 10} more bad rows.", err=True)
+        click.echo(f"{where}... and {len(summary.bad_rows) - 10} more bad rows.", err=True)
+
+
+def _classify_on_ray(
+    source: Path,
+    output: Path | None,
+    address: str,
+    *,
+    settings: dict[str, Any],
+    **options: Any,
+) -> None:
+    """`classify --ray`: a thin shell over app.ray_classify (journal, order, policy live there)."""
+    from tqdm import tqdm
+
+    from app.ray_classify import classify_corpus, import_ray
+
+    if output is None:
+        raise InputError("--ray needs -o OUT: a .csv/.jsonl/.parquet file, or a folder.")
+    if not source.exists():
+        raise InputError(f"{source}: no such file or folder.")
+    if settings.get("n_threads") is not None:
+        raise InputError("--threads is one process's; with --ray use --threads-per-actor.")
+    import_ray()  # the missing extra is the first thing to say
+    with tqdm(unit="row", disable=None, file=sys.stderr) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        plan, summary = classify_corpus(
+            source, output, address=address, settings=settings, progress=progress, **options
+        )
+    _say_done(summary)
+    for file, file_summary in enumerate(plan.summaries):
+        _say_skipped(file_summary, plan.name(file) if len(plan.files) > 1 else "")
 
 
 @main.command()

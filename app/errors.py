@@ -43,6 +43,12 @@ class UnknownRole(AllInOneError):
     exit_code = 4
 
 
+class ClusterError(AllInOneError):
+    """The Ray cluster cannot be reached, lacks what the job needs, or failed it."""
+
+    exit_code = 6
+
+
 class InputError(AllInOneError):
     """The input cannot be processed as given (empty, unreadable, wrong format)."""
 

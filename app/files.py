@@ -20,7 +20,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from app.errors import InputError
 
@@ -138,6 +138,22 @@ ManyClassifier = Callable[[list[str]], list[tuple[str, float]]]
 WINDOW = 256  # rows per classify_many call
 
 
+def label_functions(
+    assistant: Any, role: str | None, decode: str = "auto"
+) -> tuple[Classifier, ManyClassifier | None]:
+    """An Assistant's (classify, classify_many) for a label role, as the file policy takes
+    them: the list path only for decode="auto" (the head or logits), as a single text would."""
+
+    def label(text: str) -> tuple[str, float]:
+        verdict = assistant.classify(text, role, decode=decode)
+        return verdict.label, verdict.confidence
+
+    def label_many(texts: list[str]) -> list[tuple[str, float]]:
+        return [(v.label, v.confidence) for v in assistant.classify_many(texts, role)]
+
+    return label, (label_many if decode == "auto" else None)
+
+
 def label_row(
     row: Row, classify: Classifier, *, source: Path, on_error: OnError
 ) -> tuple[str, float] | str | None:
@@ -156,11 +172,32 @@ def label_row(
         except InputError as error:  # this row only: the run may go on
             problem = str(error)
     if on_error == "stop":
-        raise InputError(
-            f"{source}, line {row.line}: {problem.rstrip('.')}. Fix or remove that row, or run "
-            "again with --on-error skip to leave such rows out (rows already done are kept)."
-        )
+        raise bad_row_error(source, row.line, problem)
     return problem
+
+
+def bad_row_error(source: Path, line: int, problem: str) -> InputError:
+    """The one message for a bad row under on_error="stop", whoever found it."""
+    where = "row" if source.suffix.lower() == ".parquet" else "line"  # Parquet has no lines
+    return InputError(
+        f"{source}, {where} {line}: {problem.rstrip('.')}. Fix or remove that row, or run "
+        "again with --on-error skip to leave such rows out (rows already done are kept)."
+    )
+
+
+def label_window(
+    rows: list[Row],
+    classify: Classifier,
+    classify_many: ManyClassifier | None,
+    *,
+    source: Path,
+    on_error: OnError,
+) -> Iterator[tuple[str, float] | str | None]:
+    """`label_row` for each row, in order, the good rows first tried together in one
+    `classify_many` call (the engine then decodes texts of equal length together)."""
+    together = _label_together(rows, classify_many) if classify_many else [None] * len(rows)
+    for row, done in zip(rows, together, strict=True):
+        yield done or label_row(row, classify, source=source, on_error=on_error)
 
 
 def classify_file(
@@ -195,16 +232,17 @@ def classify_file(
         if not finished:
             log.write(json.dumps({"header": header}, ensure_ascii=False) + "\n")
         for rows in windows(enumerate(read_rows(source)), window):
-            todo = [row for index, row in rows if index not in finished]
-            done = _label_together(todo, classify_many) if classify_many else {}
-            for index, row in rows:
-                if index in finished:
-                    if progress:
-                        progress(1)
-                    continue
-                result = done.get(row.line) or label_row(
-                    row, classify, source=source, on_error=on_error
-                )
+            if progress:
+                progress(sum(1 for index, _ in rows if index in finished))
+            todo = [(index, row) for index, row in rows if index not in finished]
+            results = label_window(
+                [row for _, row in todo],
+                classify,
+                classify_many,
+                source=source,
+                on_error=on_error,
+            )
+            for (index, row), result in zip(todo, results, strict=True):
                 if result is None:
                     entry = {"row": index, "skip": True, "line": row.line}
                 elif isinstance(result, str):
@@ -226,7 +264,7 @@ def classify_file(
     summary.skipped_lines = tuple(sorted(e["line"] for e in finished.values() if e.get("skip")))
     summary.bad_rows = tuple(sorted((e["line"], e["bad"]) for e in finished.values() if "bad" in e))
     labelled = [finished[i] for i in sorted(finished) if "label" in finished[i]]
-    _write_output(target, labelled)
+    write_output(target, labelled)
     journal.unlink(missing_ok=True)
     summary.output = target
     return summary
@@ -244,14 +282,20 @@ def windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
         yield window
 
 
-def _label_together(rows: list[Row], classify_many: ManyClassifier) -> dict[int, tuple[str, float]]:
-    """(label, confidence) by line for the rows with text, or {} if any of them is refused."""
-    good = [row for row in rows if not row.problem and row.text.strip()]
+def _label_together(
+    rows: list[Row], classify_many: ManyClassifier
+) -> list[tuple[str, float] | None]:
+    """(label, confidence) per row for the rows with text (None for the others), or all None
+    if any of them is refused."""
+    good = [i for i, row in enumerate(rows) if not row.problem and row.text.strip()]
+    together: list[tuple[str, float] | None] = [None] * len(rows)
     try:
-        results = classify_many([row.text for row in good]) if good else []
+        results = classify_many([rows[i].text for i in good]) if good else []
     except InputError:
-        return {}  # label_row takes them one by one and applies the error policy
-    return {row.line: result for row, result in zip(good, results, strict=True)}
+        return together  # label_row takes them one by one and applies the error policy
+    for i, result in zip(good, results, strict=True):
+        together[i] = result
+    return together
 
 
 def _read_journal(journal: Path, header: dict[str, object]) -> dict[int, dict]:
@@ -282,7 +326,8 @@ def _read_journal(journal: Path, header: dict[str, object]) -> dict[int, dict]:
     return finished
 
 
-def _write_output(target: Path, entries: list[dict]) -> None:
+def write_output(target: Path, entries: list[dict]) -> None:
+    """`entries` ({record, label, confidence}) as .csv or .jsonl, in one atomic replace."""
     partial = target.with_name(target.name + ".tmp")
     with partial.open("w", encoding="utf-8", newline="") as out:
         if target.suffix.lower() == ".jsonl":
@@ -292,7 +337,7 @@ def _write_output(target: Path, entries: list[dict]) -> None:
                     "label": entry["label"],
                     "confidence": entry["confidence"],
                 }
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                out.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
         else:
             columns: list[str] = []
             for entry in entries:

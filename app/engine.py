@@ -687,12 +687,15 @@ class Engine:
         return tuple(prompt.tokens[: prompt.prefix_len]) in self._prefix_states
 
     def forget(self, *, prefixes: bool = False) -> None:
-        """Empty the KV cache, e.g. to time a cold prompt; with `prefixes`, the saved prefix
-        states too, so the next prompt is evaluated as in a fresh process."""
+        """Empty the KV cache (and the free reply slots' cells), e.g. to time a cold prompt;
+        with `prefixes`, the saved prefix states too, so the next prompt is evaluated as in a
+        fresh process."""
         with self.lock:
             self._truncate(0)
             if prefixes:
                 self._prefix_states.clear()
+            if self._scheduler is not None:
+                self._scheduler.forget(prefixes=prefixes)
 
     def close(self) -> None:
         if self._scheduler is not None:

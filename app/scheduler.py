@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import llama_cpp
 
 from app.generation import Generation
+from app.streams import put_token
 
 if TYPE_CHECKING:
     from app.engine import Engine, Prompt
@@ -136,6 +137,7 @@ class Scheduler:
         self._worker: threading.Thread | None = None
         self._closed = False
         self._stream_count_at = self._find_stream_count()
+        self._forget_slots = False
         self._prefix_buffers: OrderedDict[tuple[int, ...], ctypes.Array[ctypes.c_uint8]] = (
             OrderedDict()
         )
@@ -231,6 +233,10 @@ class Scheduler:
         """A free slot for a prompt, and how many of its tokens that slot's cells already hold:
         the slot of the previous turn when the prompt continues it, else the one freed longest
         ago (holding nothing reusable, 0)."""
+        if self._forget_slots:  # its cells go when the slot is taken (seq_rm in `_admit`)
+            self._forget_slots = False
+            for seq in self._free:
+                self._slots[seq] = _Slot()
         for seq in self._free:
             slot = self._slots[seq]
             if (
@@ -340,18 +346,21 @@ class Scheduler:
         reply.seq = -1
 
     def _put(self, index: int, token: int, position: int, seq: int, output: bool) -> None:
-        batch = self._batch
-        batch.token[index] = token
-        batch.pos[index] = position
-        batch.n_seq_id[index] = 1
-        batch.seq_id[index][0] = seq
-        batch.logits[index] = output
+        put_token(self._batch, index, token, position, seq, output)
 
     def _decode(self, n_tokens: int) -> None:
         self._batch.n_tokens = n_tokens
         status = llama_cpp.llama_decode(self._context, self._batch)
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status} in the parallel-reply context")
+
+    def forget(self, *, prefixes: bool) -> None:
+        """Let no free slot's cells be reused (a reply in progress keeps its own); with
+        `prefixes`, drop the prefix states kept ready too. Call with the engine's lock held.
+        Only the worker thread touches the slots: it clears them at its next admission."""
+        self._forget_slots = True
+        if prefixes:
+            self._prefix_buffers.clear()
 
     def close(self) -> None:
         """Stop the worker (after its current step) and free the context."""

@@ -123,12 +123,7 @@ class StreamBatch:
         return state
 
     def _put(self, index: int, token: int, position: int, seq: int, output: bool) -> None:
-        batch = self._batch
-        batch.token[index] = token
-        batch.pos[index] = position
-        batch.n_seq_id[index] = 1
-        batch.seq_id[index][0] = seq
-        batch.logits[index] = output
+        put_token(self._batch, index, token, position, seq, output)
 
     def _decode(self, n_tokens: int, layers: Sequence[int] = (), stop: bool = False) -> None:
         self._batch.n_tokens = n_tokens
@@ -156,6 +151,18 @@ class StreamBatch:
             llama_cpp.llama_batch_free(self._batch)
             llama_cpp.llama_free(self._context)
             self._context = None
+
+
+def put_token(
+    batch: llama_cpp.llama_batch, index: int, token: int, position: int, seq: int, output: bool
+) -> None:
+    """Fill row `index` of a llama.cpp batch: one token of one sequence, with or without its
+    logits."""
+    batch.token[index] = token
+    batch.pos[index] = position
+    batch.n_seq_id[index] = 1
+    batch.seq_id[index][0] = seq
+    batch.logits[index] = output
 
 
 def plan(lengths: Sequence[int], *, streams: int, n_batch: int, slack: int) -> list[list[int]]:

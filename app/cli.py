@@ -90,11 +90,12 @@ def _load(settings: dict[str, Any]):  # -> Assistant (imported lazily: --help st
     return Assistant.load(**settings)
 
 
-def _one_conversation(settings: dict[str, Any]) -> dict[str, Any]:
+def _one_conversation(settings: dict[str, Any], drafts: int = 1) -> dict[str, Any]:
     """Settings for a command that answers one message at a time (chat, run): no slots for
-    replies side by side (~100 MB) unless --parallel or ALLINONE_PARALLEL asks for them."""
+    replies side by side (~100 MB) unless --parallel or ALLINONE_PARALLEL asks for them, or
+    `drafts` of each reply are written together."""
     if settings.get("parallel") is None and "ALLINONE_PARALLEL" not in os.environ:
-        return {**settings, "parallel": 1}
+        return {**settings, "parallel": drafts}
     return settings
 
 
@@ -117,6 +118,12 @@ def main() -> None:
     type=click.IntRange(1, 8192),
     help="Longest reply in tokens. [default: the role's]",
 )
+@click.option(
+    "--candidates",
+    type=click.IntRange(1, 8),
+    help="Drafts per reply, written together; the reply judge's best is shown whole (better "
+    "replies, first words after a few seconds). 1: stream token by token. [default: the role's]",
+)
 @settings_options
 @handle_errors
 def chat(
@@ -124,6 +131,7 @@ def chat(
     no_sentiment: bool,
     temperature: float | None,
     max_tokens: int | None,
+    candidates: int | None,
     **settings: Any,
 ) -> None:
     """Chat in Chinese: shows each message's sentiment, then streams the reply.
@@ -134,10 +142,10 @@ def chat(
 
     if once is not None and not once.strip():
         raise InputError('--once needs some text, e.g. --once "今天又被老板骂了。"')
-    assistant = _load(_one_conversation(settings))
+    assistant = _load(_one_conversation(settings, candidates or 1))
     if not no_sentiment:
         _prepare_bank(assistant)
-    sampling = {"temperature": temperature, "max_tokens": max_tokens}
+    sampling = {"temperature": temperature, "max_tokens": max_tokens, "candidates": candidates}
     history: list[Turn] = []
 
     def answer(text: str) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 from app.bank import Exchange
 from app.completion import Completion
 from app.config import Settings, load_settings
+from app.drafts import DRAFT_FOR_JUDGE, Drafts, best_draft
 from app.engine import Engine, Prompt, Sampling
 from app.errors import InputError, InputTooLong
 from app.files import windows
@@ -40,7 +41,7 @@ from app.json_output import JsonFormat
 from app.models import resolve_model_path
 from app.prompts import Example, Role, RoleBook, load_roles
 from app.tools import CALL_OPEN, Tool, ToolCall, call_format
-from app.training import train_command, with_user_heads
+from app.training import retrain_hint, with_user_heads
 
 log = logging.getLogger(__name__)
 
@@ -199,12 +200,12 @@ class Assistant:
             self._foreign_heads.add(role.name)
             log.warning(
                 "Role %r has no learned head for the loaded model %r (its head is for %r), so "
-                "it decides by the label logits: less accurate (dev 80.7%% instead of 86%% on "
-                "the mirror model). Train one for this model: %s",
+                "it decides by the label logits: less accurate (sentiment on dev: 80.7%% "
+                "instead of 86%% on the mirror model). Train one for this model: %s",
                 role.name,
                 self.engine.model_name,
                 head.model,
-                train_command(role.name),
+                retrain_hint(role),
             )
         return None
 
@@ -296,7 +297,7 @@ class Assistant:
             system += "\n\n" + json_format.instruction()
         given = {key: value for key, value in sampling.items() if value is not None}
         defaults = {"stop": (), "max_tokens": PLAIN_MAX_TOKENS, "repeat_penalty": 1.0}
-        settings, _ = self._sampling(role, {**defaults, **given})
+        settings, _, _ = self._sampling(role, {**defaults, **given})
         grammar = json_format.grammar if json_format is not None else ""
         settings = replace(settings, max_sentences=0, grammar=grammar)
         start = CALL_OPEN if forced else ""
@@ -324,7 +325,7 @@ class Assistant:
     ) -> Completion:
         if role.is_classifier:
             raise InputError(f"Role {role.name!r} answers with labels; use classify() for it.")
-        settings, no_copy = self._sampling(role, sampling)
+        settings, no_copy, drafts = self._sampling(role, sampling)
         text = _require_text(text)
         while True:  # a small context (the Pi profile) drops retrieved turns before failing
             prefix, base, examples = self._shots_prefix(role, tone, shots)
@@ -345,7 +346,31 @@ class Assistant:
         for source in [text, role.system_prompt(tone), *(e.output for e in examples)]:
             banned += copy_runs(self.engine.tokenize(source), no_copy)
         settings = replace(settings, banned=tuple(banned), no_repeat=no_copy)
+        if drafts.candidates > 1 and role.judged_by:
+            return self._best_of(role, text, prompt, settings, drafts)
         return self.engine.stream(prompt, settings)
+
+    def _best_of(
+        self, role: Role, text: str, prompt: Prompt, settings: Sampling, plan: Drafts
+    ) -> Completion:
+        """`plan.candidates` drafts of the reply, written together: the first as a lone reply,
+        the others sampled at `plan.temperature` with the seeds after the reply's. The judge
+        role's best is sent (app/drafts.py)."""
+        judge = self._label_role(role.judged_by)
+        drafts = [self.engine.stream(prompt, settings)]
+        drafts += [
+            self.engine.stream(
+                prompt, replace(settings, seed=settings.seed + number, temperature=plan.temperature)
+            )
+            for number in range(1, plan.candidates)
+        ]
+
+        def score(draft: str) -> float:
+            verdict, _ = self._judge(DRAFT_FOR_JUDGE.format(message=text, reply=draft), judge)
+            return verdict.probabilities[judge.labels[0]]
+
+        outer = Completion(len(prompt.tokens))
+        return outer.run(best_draft(outer, drafts, score))
 
     def respond(
         self,
@@ -552,8 +577,9 @@ class Assistant:
                 # Drop the oldest exchange (user + assistant) so turns stay paired.
                 history = history[2:] if len(history) >= 2 else []
 
-    def _sampling(self, role: Role, overrides: dict[str, object]) -> tuple[Sampling, int]:
-        """The role's generation settings with the caller's overrides, and its `no_copy`."""
+    def _sampling(self, role: Role, overrides: dict[str, object]) -> tuple[Sampling, int, Drafts]:
+        """The role's generation settings with the caller's overrides, its `no_copy` and its
+        drafts (settings of the reply, not of one sampler)."""
         settings = role.generation.model_dump()
         unknown = set(overrides) - set(settings) - CALLER_OPTIONS
         if unknown:
@@ -565,7 +591,11 @@ class Assistant:
             )
         settings["stop"] = tuple(settings.get("stop") or ())
         no_copy = int(settings.pop("no_copy"))  # type: ignore[call-overload]
-        return Sampling(**settings), no_copy  # type: ignore[arg-type]
+        drafts = Drafts(
+            int(settings.pop("candidates")),  # type: ignore[call-overload]
+            float(settings.pop("draft_temperature")),  # type: ignore[arg-type]
+        )
+        return Sampling(**settings), no_copy, drafts  # type: ignore[arg-type]
 
 
 def _verdict(role: Role, probabilities: list[float]) -> Verdict:

@@ -63,6 +63,17 @@ class Generation(_Strict):
         description="Never repeat a run of this many tokens of the user's message or of the "
         "few-shot replies shown (0: off; see app/guards.py).",
     )
+    candidates: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="Drafts written together for each reply (the first as a lone reply would "
+        "be, the others sampled at `draft_temperature`); the role's `judged_by` role scores "
+        "them and only the best is sent, whole. 1: one reply, streamed token by token.",
+    )
+    draft_temperature: float = Field(
+        default=0.8, ge=0.0, le=2.0, description="Temperature of drafts 2 and up."
+    )
 
 
 class Example(_Strict):
@@ -121,6 +132,11 @@ class Role(_Strict):
     )
     bank: Bank | None = Field(
         default=None, description="Retrieved few-shot turns (text roles steered by a label role)."
+    )
+    judged_by: str | None = Field(
+        default=None,
+        description="A two-label role whose first label means a good reply: it scores the "
+        "drafts when `generation.candidates` is above 1.",
     )
     avoid: tuple[str, ...] = Field(
         default=(), description="Words a text role's reply never contains, in any tone."
@@ -355,6 +371,7 @@ def _check_links(book: RoleBook) -> None:
             f"{where}: defaults.sentiment: role {book.sentiment.name!r} must output labels."
         )
     for role in book.roles.values():
+        _check_judge(book, role)
         if role.steered_by is None:
             continue
         judge = book.roles.get(role.steered_by)
@@ -375,6 +392,24 @@ def _check_links(book: RoleBook) -> None:
                     f"{where}: role {role.name!r}, field {field!r}: {sorted(stray)} are not "
                     f"labels of {judge.name!r} ({list(judge.labels)}) nor moods of its bank."
                 )
+
+
+def _check_judge(book: RoleBook, role: Role) -> None:
+    """Drafts need a judge, and a judge is a two-label role."""
+    where = f"{book.path}: role {role.name!r}"
+    if role.judged_by is None:
+        if role.generation.candidates > 1:
+            raise PromptsError(
+                f"{where}: generation.candidates is {role.generation.candidates}, but nothing "
+                "picks among the drafts. Add 'judged_by: ROLE' or set candidates to 1."
+            )
+        return
+    judge = book.roles.get(role.judged_by)
+    if judge is None or len(judge.labels) != 2:
+        raise PromptsError(
+            f"{where}, field 'judged_by': {role.judged_by!r} must name a role with a 'labels' "
+            "output of two labels (the first meaning a good reply)."
+        )
 
 
 def _describe(error: ValidationError) -> str:

@@ -33,6 +33,7 @@ from app.prompts import Role, RoleBook
 
 CHUNK = 256  # rows a chunk file holds: the most an interrupt loses
 TRAIN_ROWS = bundled_file("reviews_train.csv.gz", "data/reviews_train.csv.gz")
+TRAIN_LABELS = ("正面", "负面")  # the labels of the bundled rows
 SECONDS_PER_ROW = 0.25  # measured here: 2,000 rows in 8 min 14 s (2 cores, the 0.5B model)
 
 
@@ -50,6 +51,14 @@ def user_head_path(model_name: str, role: str) -> Path:
 def train_command(role: str) -> str:
     minutes = max(1, round(2000 * SECONDS_PER_ROW / 60))
     return f"allinone train-head --role {role} (about {minutes} minutes for 2,000 rows on 2 cores)"
+
+
+def retrain_hint(role: Role) -> str:
+    """How to get `role` a head for the loaded model: train-head for roles with the bundled
+    rows' labels, else the role's own ratings (the reply judge)."""
+    if set(role.labels) <= set(TRAIN_LABELS):
+        return train_command(role.name)
+    return f"python scripts/train_reply_judge.py --role {role.name} (from a checkout)"
 
 
 def find_user_head(model_name: str, role: Role) -> Head | None:
@@ -78,12 +87,16 @@ def with_user_heads(roles: RoleBook, model_name: str) -> RoleBook:
 
 def heads_missing(roles: RoleBook, model_name: str) -> list[str]:
     """Roles meant to decide with a head that have none for `model_name` (shipped or trained
-    here): they fall back to the label logits."""
+    here) and that `train-head` can train: they fall back to the label logits. (A role with
+    other labels than the bundled rows', such as the reply judge, is trained from its own
+    data: scripts/train_reply_judge.py.)"""
     heads = with_user_heads(roles, model_name).heads
     return [
         name
         for name, role in roles.roles.items()
-        if role.head and (name not in heads or heads[name].model != model_name)
+        if role.head
+        and set(role.labels) <= set(TRAIN_LABELS)
+        and (name not in heads or heads[name].model != model_name)
     ]
 
 

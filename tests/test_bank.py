@@ -1,5 +1,7 @@
 """The example bank: loading, group choice, mood filter, the vector cache, the shipped bank."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -107,11 +109,16 @@ def test_the_shipped_bank_covers_every_topic_and_keeps_its_own_rules():
 
 
 def test_the_rating_set_is_new_to_the_model():
-    """No rating message shares 8 characters in a row with the bank, the role's examples or the
-    proxy message set: a rating must measure replies to messages the configuration never saw."""
-    ratings = cq.load_messages(ROOT / "tests" / "data" / "rating_messages.jsonl")
+    """No rating message shares 8 characters in a row with the bank, the role's examples, the
+    proxy message set, the tuning messages or any reply the reply judge was fit on: a rating
+    must measure replies to messages the configuration never saw."""
+    data = ROOT / "tests" / "data"
+    ratings = cq.load_messages(data / "rating_messages.jsonl")
     seen = [text for e in load_bank(BANK, "test").exchanges for text in (e.input, e.output)]
-    seen += [m.text for m in cq.load_messages(ROOT / "tests" / "data" / "chat_messages.jsonl")]
+    for name in ("chat_messages.jsonl", "tuning_messages.jsonl"):
+        seen += [m.text for m in cq.load_messages(data / name)]
+    judged = ROOT / "docs" / "ratings" / "judge" / "ratings.jsonl"
+    seen += [json.loads(line)["message"] for line in judged.read_text("utf-8").splitlines()]
     prompts = (ROOT / "prompts.yaml").read_text(encoding="utf-8")
     assert len(ratings) >= 60
     for message in ratings:

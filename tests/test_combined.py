@@ -26,7 +26,7 @@ def test_tone_follows_the_verdict(assistant):
     engine = assistant.engine
     role = assistant.roles.chat
     prefix = assistant._prefix_messages(role, "负面")
-    sampling, _ = assistant._sampling(role, {})
+    sampling, _, _ = assistant._sampling(role, {})
     prompt = assistant._fit_history(role, prefix, 1, "今天又被老板骂了。", [], sampling)
     text = engine.llm.detokenize(prompt.tokens, special=True).decode("utf-8")
     negative, positive = role.tones["负面"].instruction, role.tones["正面"].instruction

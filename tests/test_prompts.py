@@ -151,5 +151,5 @@ def test_defaults_must_name_existing_roles(tmp_path):
 
 def test_unknown_role_lists_the_known_ones():
     book = load_roles(ROOT / "prompts.yaml")
-    with pytest.raises(UnknownRole, match="assistant, mood, sentiment"):
+    with pytest.raises(UnknownRole, match="assistant, mood, reply-judge, sentiment"):
         book.get("topic")

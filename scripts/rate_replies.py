@@ -3,6 +3,8 @@
     python scripts/rate_replies.py make --old 7940ae8            # replies of both, blinded
     python scripts/rate_replies.py rate                          # a person scores each pair
     python scripts/rate_replies.py report                        # unblind: means per config
+    python scripts/rate_replies.py --folder docs/ratings/tuning sheet \
+        --variant sampled:generation.temperature=0.5 --variant short:generation.max_sentences=2
 
 `make` answers every message of the rating set (tests/data/rating_messages.jsonl) with the
 feel + reply flow under two prompts files on ONE loaded model: `--old` (a git revision whose
@@ -11,11 +13,19 @@ with the same seed per message. It writes the pairs with the two replies in a ra
 (pairs.jsonl) and, apart, which side is which (key.json): whoever rates sees only the pairs.
 `rate` shows each unrated pair and records four 1-5 scores per reply (RUBRIC below);
 `report` joins ratings and key and prints the means.
+
+`sheet` compares more than two configurations: the shipped chat role, each
+`--variant NAME:FIELD=VALUE[,FIELD=VALUE]` (fields of the chat role, dotted:
+generation.temperature, bank.k) and, with `--old REV`, that revision's, answer every
+`--every`-th message (default: the proxy set, tests/data/chat_messages.jsonl, for tuning; the
+rating set only to measure); each message's replies are shuffled into one numbered sheet
+(sheet.jsonl, key apart). `rate` and `report` read a sheet when the folder holds one.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import random
 import statistics
@@ -99,7 +109,63 @@ def make(args: argparse.Namespace) -> None:
     print(f"Wrote {len(pairs)} pairs to {args.folder / 'pairs.jsonl'} (key apart in key.json)")
 
 
+def sheet(args: argparse.Namespace) -> None:
+    import yaml
+    from tqdm import tqdm
+
+    from app.dispatcher import Assistant
+    from app.measure.chat_quality import load_messages
+    from app.prompts import load_roles, parse_roles
+
+    messages = load_messages(args.messages)[:: args.every]
+    raw = yaml.safe_load(args.prompts.read_text(encoding="utf-8"))
+    chat = (raw.get("defaults") or {}).get("chat", "assistant")
+    loaded = Assistant.load()
+    configs = {"shipped": loaded}
+    if args.old:
+        with tempfile.TemporaryDirectory() as folder:
+            old_roles = load_roles(_checkout(args.old, Path(folder)))
+        configs["old"] = Assistant(loaded.engine, old_roles, loaded.settings)
+    for variant in args.variant:
+        name, _, fields = variant.partition(":")
+        changed = copy.deepcopy(raw)
+        for field in filter(None, fields.split(",")):
+            dotted, _, value = field.partition("=")
+            *parents, leaf = dotted.split(".")
+            place = changed["roles"][chat]
+            for parent in parents:
+                place = place.setdefault(parent, {})
+            place[leaf] = yaml.safe_load(value)
+        roles = parse_roles(changed, args.prompts)
+        configs[name] = Assistant(loaded.engine, roles, loaded.settings)
+    shuffle = random.Random(args.seed)
+    lines, key = [], {}
+    for number, message in enumerate(tqdm(messages, unit="msg", file=sys.stderr), start=1):
+        order = list(configs)
+        shuffle.shuffle(order)
+        replies = {}
+        for slot, name in enumerate(order, start=1):
+            _, stream = configs[name].respond(message.text, seed=args.seed + number)
+            replies[str(slot)] = "".join(stream).strip()
+        sheet_id = f"m{number:03d}"
+        lines.append({"id": sheet_id, "message": message.text, "replies": replies})
+        key[sheet_id] = {str(slot): name for slot, name in enumerate(order, start=1)}
+    args.folder.mkdir(parents=True, exist_ok=True)
+    _write_lines(args.folder / "sheet.jsonl", lines)
+    (args.folder / "key.json").write_text(
+        json.dumps(
+            {"old": args.old, "variants": args.variant, "seed": args.seed, "sheet": key},
+            ensure_ascii=False,
+            indent=1,
+        ),
+        encoding="utf-8",
+    )
+    print(f"Wrote {len(lines)} messages x {len(configs)} replies to {args.folder / 'sheet.jsonl'}")
+
+
 def rate(args: argparse.Namespace) -> None:
+    if (args.folder / "sheet.jsonl").is_file():
+        return _rate_sheet(args)
     pairs = _read_lines(args.folder / "pairs.jsonl")
     ratings_path = args.folder / "ratings.jsonl"
     done = {r["id"] for r in _read_lines(ratings_path)} if ratings_path.exists() else set()
@@ -115,15 +181,34 @@ def rate(args: argparse.Namespace) -> None:
             file.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+def _rate_sheet(args: argparse.Namespace) -> None:
+    ratings_path = args.folder / "ratings.jsonl"
+    done = {r["id"] for r in _read_lines(ratings_path)} if ratings_path.exists() else set()
+    print("Score each reply 1-5 on:", *(f"  {k}: {v}" for k, v in RUBRIC.items()), sep="\n")
+    for line in _read_lines(args.folder / "sheet.jsonl"):
+        if line["id"] in done:
+            continue
+        print(f"\n[{line['id']}] 用户：{line['message']}")
+        scores = {}
+        for slot, reply in line["replies"].items():
+            print(f"  {slot}：{reply}")
+            scores[slot] = {name: _ask(f"  {slot} {name} (1-5): ") for name in RUBRIC}
+        with ratings_path.open("a", encoding="utf-8") as file:
+            file.write(json.dumps({"id": line["id"], "scores": scores}, ensure_ascii=False) + "\n")
+
+
 def report(args: argparse.Namespace) -> None:
-    key = json.loads((args.folder / "key.json").read_text(encoding="utf-8"))["pairs"]
-    scores: dict[str, dict[str, list[float]]] = {"old": {}, "new": {}}
+    key = json.loads((args.folder / "key.json").read_text(encoding="utf-8"))
+    scores: dict[str, dict[str, list[float]]] = {}
     for record in _read_lines(args.folder / "ratings.jsonl"):
-        for side in ("a", "b"):
-            config = key[record["id"]][side]
+        if "scores" in record:  # a sheet: numbered replies
+            rated = {key["sheet"][record["id"]][slot]: s for slot, s in record["scores"].items()}
+        else:  # a pair: sides a and b
+            rated = {key["pairs"][record["id"]][side]: record[side] for side in ("a", "b")}
+        for config, by_item in rated.items():
             for name in RUBRIC:
-                scores[config].setdefault(name, []).append(float(record[side][name]))
-            overall = statistics.mean(float(record[side][name]) for name in RUBRIC)
+                scores.setdefault(config, {}).setdefault(name, []).append(float(by_item[name]))
+            overall = statistics.mean(float(by_item[name]) for name in RUBRIC)
             scores[config].setdefault("overall", []).append(overall)
     names = [*RUBRIC, "overall"]
     print("| config | pairs | " + " | ".join(names) + " |")
@@ -175,10 +260,34 @@ def main() -> None:
         help="The rating set. [default: tests/data/rating_messages.jsonl]",
     )
     made.add_argument("--seed", type=int, default=7, help="Shuffle and sampling seed. [default: 7]")
+    sheeted = commands.add_parser("sheet", help="Shipped vs variants (and --old), one sheet.")
+    sheeted.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME:FIELD=VALUE[,FIELD=VALUE], a field of the chat role (repeatable).",
+    )
+    sheeted.add_argument("--old", help="Also this git revision's configuration.")
+    sheeted.add_argument(
+        "--prompts",
+        type=Path,
+        default=ROOT / "prompts.yaml",
+        help="The shipped prompts file. [default: prompts.yaml]",
+    )
+    sheeted.add_argument(
+        "--messages",
+        type=Path,
+        default=ROOT / "tests" / "data" / "chat_messages.jsonl",
+        help="Messages to tune on. [default: tests/data/chat_messages.jsonl]",
+    )
+    sheeted.add_argument("--every", type=int, default=2, help="Every Nth message. [default: 2]")
+    sheeted.add_argument(
+        "--seed", type=int, default=7, help="Shuffle and sampling seed. [default: 7]"
+    )
     commands.add_parser("rate", help="Score the unrated pairs, 1-5 per rubric item.")
     commands.add_parser("report", help="Unblind the ratings: means per configuration.")
     args = parser.parse_args()
-    {"make": make, "rate": rate, "report": report}[args.command](args)
+    {"make": make, "sheet": sheet, "rate": rate, "report": report}[args.command](args)
 
 
 if __name__ == "__main__":

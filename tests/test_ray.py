@@ -15,10 +15,12 @@ import gzip
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -256,8 +258,10 @@ def _stop(node: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory) -> Iterator[Cluster]:
-    base = tmp_path_factory.mktemp("cluster")
+def cluster() -> Iterator[Cluster]:
+    # Short: Ray's node sockets live under --temp-dir, and an AF_UNIX path may not exceed 107
+    # bytes (pytest's /tmp/pytest-of-root/pytest-101/cluster0/... went over it).
+    base = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     gcs, client, dashboard, agent_head, agent_worker = _free_ports(5)
     env = {
         **os.environ,
@@ -312,6 +316,7 @@ def cluster(tmp_path_factory) -> Iterator[Cluster]:
     finally:
         for node in reversed(nodes):
             _stop(node)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def test_a_node_without_the_model_is_named(cluster, tmp_path):

@@ -346,7 +346,7 @@ class Assistant:
         for source in [text, role.system_prompt(tone), *(e.output for e in examples)]:
             banned += copy_runs(self.engine.tokenize(source), no_copy)
         settings = replace(settings, banned=tuple(banned), no_repeat=no_copy)
-        if drafts.candidates > 1 and role.judged_by:
+        if drafts.candidates > 1:
             return self._best_of(role, text, prompt, settings, drafts)
         return self.engine.stream(prompt, settings)
 
@@ -595,6 +595,11 @@ class Assistant:
             int(settings.pop("candidates")),  # type: ignore[call-overload]
             float(settings.pop("draft_temperature")),  # type: ignore[arg-type]
         )
+        if drafts.candidates > 1 and not role.judged_by:  # else the drafts would be ignored
+            raise InputError(
+                f"candidates={drafts.candidates} needs a judge, and role {role.name!r} has none: "
+                "add 'judged_by: ROLE' to it in prompts.yaml, or ask for 1 candidate."
+            )
         return Sampling(**settings), no_copy, drafts  # type: ignore[arg-type]
 
 

@@ -40,6 +40,20 @@ def test_an_empty_draft_is_never_sent(fake_assistant, fake_engine):
     assert fake_assistant.reply("在吗", candidates=2).text() == "嗯"
 
 
+def test_candidates_without_a_judge_are_refused(fake_engine, tmp_path):
+    """Drafts nothing can pick among would be silently dropped: say so instead."""
+    from app.config import load_settings
+    from app.dispatcher import Assistant
+    from app.errors import InputError
+
+    text = shipped_prompts_text().replace("    judged_by: reply-judge\n", "")
+    roles = load_roles(copy_prompts(tmp_path, text))
+    settings = load_settings(cache_dir=tmp_path / "cache")
+    assistant = Assistant(fake_engine, roles.model_copy(update={"heads": {}}), settings)
+    with pytest.raises(InputError, match="needs a judge.*judged_by"):
+        assistant.reply("今天又被老板骂了。", candidates=2)
+
+
 def test_closing_the_reply_closes_every_draft():
     """A client that leaves mid-drafting: every draft is told to stop (the scheduler frees the
     slot of a cancelled reply at its next step), started or not."""

@@ -12,7 +12,7 @@ def _results(
     list_tokens_per_s: float, first_piece_ms: float, agree: int, full_factor: float = 1.0
 ) -> dict:
     return {
-        # The list is set beside the floor measured around it, not the one from the start.
+        # The list and the chat are set beside floors measured between them, not this one.
         "floor": {"pp_tokens_per_s": 100.0, "gen_tokens_per_s": 20.0},
         "single": {
             "ours_ms": [100.0, 200.0, 300.0],
@@ -30,6 +30,7 @@ def _results(
         "chat": {
             "first_piece_ms": [first_piece_ms],
             "gen_tokens_per_s": [19.5, 19.0, 20.0],
+            "floor_gen_tokens_per_s": [20.0, 21.0, 19.0],  # measured beside each reply
             "combined_ms": [1500.0],
             "feel_first_piece_ms": {"cold": [first_piece_ms * 4], "cached": [first_piece_ms]},
         },
@@ -86,6 +87,8 @@ def test_bench_runs_on_the_real_model(model_path, tmp_path):
     listed = raw["list"]
     assert 0 < listed["user_tokens_per_s"] < listed["decoded_tokens_per_s"]
     assert listed["floor_pp_tokens_per_s"] > 0
+    assert len(listed["floors_pp_tokens_per_s"]) == 4  # before each of 3 chunks, and after
+    assert all(rate > 0 for rate in raw["chat"]["floor_gen_tokens_per_s"])
     assert 50 < listed["user_share_percent"] < 100
     assert raw["fresh"]["peak_rss_mb"] > 100
     assert raw["classify_file"]["texts"] == 3 and raw["classify_file"]["article_s"] > 0

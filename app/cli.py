@@ -754,6 +754,15 @@ def _say_missing_heads(path: Path) -> None:
     "the same share of another model's depth]",
 )
 @click.option(
+    "--hidden",
+    type=click.IntRange(0, 4096),
+    default=0,
+    show_default=True,
+    help="Hidden ReLU units between the features and the answer; 0 fits a logistic "
+    "regression. The shipped sentiment head has 256 (on 15,412 rows; 1.7 points better on "
+    "dev); with a few thousand rows the linear head is as good.",
+)
+@click.option(
     "--sample-seed", type=int, default=13, show_default=True, help="Seed of the row sample."
 )
 @click.option(
@@ -775,6 +784,7 @@ def train_head(
     role: str | None,
     rows: int,
     layers: str | None,
+    hidden: int,
     sample_seed: int,
     train_file: Path | None,
     out: Path | None,
@@ -784,7 +794,8 @@ def train_head(
 
     Reads the role's prompt over ROWS balanced training rows, keeps middle-layer states in
     chunks under the cache folder (Ctrl-C, then the same command, resumes) and fits a
-    logistic regression. Afterwards the role decides with it whenever this model is loaded.
+    logistic regression (or, with --hidden, a network of one hidden layer). Afterwards the
+    role decides with it whenever this model is loaded.
     """
     from tqdm import tqdm
 
@@ -805,6 +816,7 @@ def train_head(
                 name,
                 rows=rows,
                 layers=chosen_layers,
+                hidden=hidden,
                 seed=sample_seed,
                 train=train_file,
                 out=out,

@@ -7,14 +7,16 @@ logits 0.83.
 The states come from the one decode the label needs anyway (app/hidden.py), so the head costs
 no extra model run. Features: per layer, the last prompt token's state and the mean state of
 the tokens after the cached prefix (the text and the template's tail), averaged over the
-layers. The head is a standardised logistic regression trained on reviews_train.csv only,
-stored as a small JSON file beside prompts.yaml, and tied to the exact prompt (a fingerprint)
+layers. The head is standardised, then either a logistic regression or a few small networks
+of one hidden layer averaged (the shipped sentiment head: 2.3 points better on dev), trained
+on reviews_train.csv only, stored as a JSON file beside prompts.yaml, and tied to the exact prompt (a fingerprint)
 and model it was trained with: editing the prompt without retraining is an error, and another
 model falls back to the label logits, never to a silent accuracy drop.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -37,28 +39,49 @@ class Head:
     bias: float
     fingerprint: str
     note: str = ""
+    # An optional hidden layer (ReLU) between the features and `weights`: shape
+    # (features, units) and (units,). None: a linear head.
+    hidden_weights: np.ndarray | None = None
+    hidden_bias: np.ndarray | None = None
 
     def probability(self, states: np.ndarray) -> float:
         """P(labels[0]) from the engine's per-layer states, shape (len(layers), features)."""
         z = (features(states) - self.mean) / self.scale
+        if self.hidden_weights is not None:
+            z = np.maximum(z @ self.hidden_weights + self.hidden_bias, 0.0)
         score = float(z @ self.weights + self.bias)
         return float(1.0 / (1.0 + np.exp(-score)))
 
+    @property
+    def n_features(self) -> int:
+        return len(self.mean)
+
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "labels": list(self.labels),
-                "fingerprint": self.fingerprint,
-                "note": self.note,
-                "model": self.model,
-                "layers": list(self.layers),
-                "bias": self.bias,
-                "mean": np.round(self.mean, 5).tolist(),
-                "scale": np.round(self.scale, 5).tolist(),
-                "weights": np.round(self.weights, 6).tolist(),
-            },
-            ensure_ascii=False,
-        )
+        raw: dict[str, object] = {
+            "labels": list(self.labels),
+            "fingerprint": self.fingerprint,
+            "note": self.note,
+            "model": self.model,
+            "layers": list(self.layers),
+            "bias": self.bias,
+            "mean": np.round(self.mean, 5).tolist(),
+            "scale": np.round(self.scale, 5).tolist(),
+            "weights": np.round(self.weights, 6).tolist(),
+        }
+        if self.hidden_weights is not None and self.hidden_bias is not None:
+            # ~460k numbers for 256 units: float16 in base64 (1.2 MB), not a 4 MB JSON list.
+            raw["hidden"] = {
+                "units": int(self.hidden_weights.shape[1]),
+                "bias": np.round(self.hidden_bias, 6).tolist(),
+                "weights_float16_base64": base64.b64encode(
+                    self.hidden_weights.astype("<f2").tobytes()
+                ).decode("ascii"),
+            }
+        return json.dumps(raw, ensure_ascii=False)
+
+    def rounded(self) -> Head:
+        """This head as its JSON file stores it (float16 hidden weights): what users run."""
+        return _from_raw(json.loads(self.to_json()))
 
 
 def fingerprint(
@@ -72,26 +95,44 @@ def fingerprint(
 def load_head(path: Path, where: str) -> Head:
     """Read a head file; `where` names the role and field for error messages."""
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        head = Head(
-            labels=tuple(raw["labels"]),
-            layers=tuple(int(layer) for layer in raw["layers"]),
-            model=str(raw["model"]),
-            mean=np.asarray(raw["mean"], dtype=np.float64),
-            scale=np.asarray(raw["scale"], dtype=np.float64),
-            weights=np.asarray(raw["weights"], dtype=np.float64),
-            bias=float(raw["bias"]),
-            fingerprint=str(raw["fingerprint"]),
-            note=str(raw.get("note", "")),
-        )
+        head = _from_raw(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         raise PromptsError(f"{where}: head file {path} not found.") from None
     except (ValueError, KeyError, TypeError) as error:
         raise PromptsError(f"{where}: head file {path} is not a valid head ({error}).") from None
-    sizes = {len(head.mean), len(head.scale), len(head.weights)}
+    sizes = {len(head.mean), len(head.scale)}
+    if head.hidden_weights is None:
+        sizes.add(len(head.weights))
+    elif head.hidden_bias is None or not (
+        head.hidden_weights.shape[1:] == head.weights.shape == head.hidden_bias.shape
+    ):
+        sizes.add(-1)  # a hidden layer whose units disagree
     if len(head.labels) != 2 or not head.layers or len(sizes) != 1:
         raise PromptsError(f"{where}: head file {path} is inconsistent (sizes or labels).")
     return head
+
+
+def _from_raw(raw: dict) -> Head:
+    hidden = raw.get("hidden")
+    hidden_weights = hidden_bias = None
+    if hidden is not None:
+        packed = base64.b64decode(hidden["weights_float16_base64"], validate=True)
+        flat = np.frombuffer(packed, dtype="<f2").astype(np.float64)
+        hidden_weights = flat.reshape(-1, int(hidden["units"]))
+        hidden_bias = np.asarray(hidden["bias"], dtype=np.float64)
+    return Head(
+        labels=tuple(raw["labels"]),
+        layers=tuple(int(layer) for layer in raw["layers"]),
+        model=str(raw["model"]),
+        mean=np.asarray(raw["mean"], dtype=np.float64),
+        scale=np.asarray(raw["scale"], dtype=np.float64),
+        weights=np.asarray(raw["weights"], dtype=np.float64),
+        bias=float(raw["bias"]),
+        fingerprint=str(raw["fingerprint"]),
+        note=str(raw.get("note", "")),
+        hidden_weights=hidden_weights,
+        hidden_bias=hidden_bias,
+    )
 
 
 def check_fits(head: Head, middle_layers: range, n_embd: int, role: str, where: str) -> None:
@@ -103,9 +144,9 @@ def check_fits(head: Head, middle_layers: range, n_embd: int, role: str, where: 
             f"{where}: the head reads layers {outside}, but this model's middle layers are "
             f"0-{middle_layers[-1]}. Retrain it: allinone train-head --role {role}"
         )
-    if len(head.weights) != 2 * n_embd:
+    if head.n_features != 2 * n_embd:
         raise PromptsError(
-            f"{where}: the head takes {len(head.weights)} features, but this model gives "
+            f"{where}: the head takes {head.n_features} features, but this model gives "
             f"{2 * n_embd}. Retrain it: allinone train-head --role {role}"
         )
 
@@ -131,11 +172,14 @@ def fit(
     model_name: str,
     fingerprint_: str,
     *,
+    hidden: int = 0,
     c_grid: Sequence[float] = (0.001, 0.003, 0.01, 0.03, 0.1),
     report: Callable[[str], None] = print,
 ) -> Head:
-    """Standardise, pick C by 5-fold cross-validation on the training rows, fit (scikit-learn)."""
-    from sklearn.linear_model import LogisticRegression
+    """Standardise, then fit (scikit-learn): with `hidden` 0 a logistic regression whose C is
+    picked by 5-fold cross-validation; else MLP_NETWORKS networks of one hidden ReLU layer of
+    `hidden` units, averaged (the shipped sentiment head: 256 units each; on the same 15,412
+    rows, dev 89.3% against 87.0% for the linear head: scripts/head_study.py)."""
     from sklearn.model_selection import cross_val_score
 
     x = features(states)
@@ -143,13 +187,23 @@ def fit(
     mean = x.mean(axis=0)
     scale = x.std(axis=0) + 1e-6
     z = (x - mean) / scale
+    if hidden:
+        return _fit_networks(z, y, hidden, report).rounded_with(
+            labels=labels,
+            layers=tuple(layers),
+            model=model_name,
+            mean=mean,
+            scale=scale,
+            fingerprint=fingerprint_,
+        )
+    from sklearn.linear_model import LogisticRegression
+
     scores = {}
     for c in c_grid:
         scores[c] = float(cross_val_score(LogisticRegression(C=c, max_iter=3000), z, y).mean())
         report(f"C={c}: cross-validated accuracy {scores[c]:.4f}")
     best = max(scores, key=scores.__getitem__)
     regression = LogisticRegression(C=best, max_iter=3000).fit(z, y)
-    # sklearn's positive class is 1; we store P(labels[0]), so targets are 1 for labels[0].
     return Head(
         labels=labels,
         layers=tuple(layers),
@@ -161,4 +215,60 @@ def fit(
         fingerprint=fingerprint_,
         note=f"logistic regression, C={best}, {len(y)} training rows, "
         f"CV accuracy {scores[best]:.4f}",
+    )
+
+
+MLP_ALPHA = 3.0  # L2 strength: 1.0 scored 88.3% on dev but lost 2 of 60 conversational lines
+MLP_NETWORKS = 5  # one network alone scored 84.0-89.3% on dev by its seed; 5 averaged 89.3%
+
+
+def _fit_networks(z: np.ndarray, y: np.ndarray, hidden: int, report: Callable[[str], None]):
+    """MLP_NETWORKS networks of `hidden` ReLU units (seeds 0, 1, ...), their answers (logits)
+    averaged: that is one network whose hidden layer is theirs side by side and whose output
+    weights are theirs divided by their number, so a Head stores it as it is."""
+    from sklearn.model_selection import cross_val_score
+
+    score = float(cross_val_score(_mlp(hidden, seed=0), z, y).mean())
+    report(f"one network of {hidden} units: cross-validated accuracy {score:.4f}")
+    networks = []
+    for seed in range(MLP_NETWORKS):
+        networks.append(_mlp(hidden, seed).fit(z, y))
+        report(f"network {seed + 1} of {MLP_NETWORKS} fitted")
+    return _Networks(
+        hidden_weights=np.concatenate([n.coefs_[0] for n in networks], axis=1),
+        hidden_bias=np.concatenate([n.intercepts_[0] for n in networks]),
+        # sklearn's positive class is 1; we store P(labels[0]), so targets are 1 for labels[0].
+        weights=np.concatenate([n.coefs_[1][:, 0] for n in networks]) / len(networks),
+        bias=float(np.mean([n.intercepts_[1][0] for n in networks])),
+        note=f"{MLP_NETWORKS} networks of {hidden} ReLU units averaged, alpha {MLP_ALPHA}, "
+        f"{len(y)} training rows, CV accuracy of one network {score:.4f}",
+    )
+
+
+@dataclass(frozen=True)
+class _Networks:
+    hidden_weights: np.ndarray
+    hidden_bias: np.ndarray
+    weights: np.ndarray
+    bias: float
+    note: str
+
+    def rounded_with(self, **fields: object) -> Head:
+        head = Head(
+            weights=self.weights,
+            bias=self.bias,
+            note=self.note,
+            hidden_weights=self.hidden_weights,
+            hidden_bias=self.hidden_bias,
+            **fields,  # type: ignore[arg-type]
+        )
+        return head.rounded()
+
+
+def _mlp(hidden: int, seed: int):
+    """One hidden-layer network: early stopping on 10% of the rows, a fixed seed."""
+    from sklearn.neural_network import MLPClassifier
+
+    return MLPClassifier(
+        (hidden,), alpha=MLP_ALPHA, max_iter=300, early_stopping=True, random_state=seed
     )

@@ -188,6 +188,7 @@ def train_head(
     *,
     rows: int = 2000,
     layers: Sequence[int] | None = None,
+    hidden: int = 0,
     seed: int = 13,
     train: Path | None = None,
     out: Path | None = None,
@@ -222,7 +223,7 @@ def train_head(
     try:
         head = fit(
             states, targets, role.labels, chosen, engine.model_name, role.fingerprint(),
-            report=report,
+            hidden=hidden, report=report,
         )  # fmt: skip
     except ImportError:
         raise InputError(

@@ -67,6 +67,19 @@ def main() -> None:
         "--out", type=Path, default=ROOT / "reports" / "head-study", help="(default: %(default)s)"
     )
     parser.add_argument(
+        "--rest",
+        action="store_true",
+        help="train on every bundled row: the --rows of the sample, then each row outside it "
+        "(15,412 rows in all; features kept like the sample's) (default: off)",
+    )
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        default=0,
+        help="heads written by --save get one hidden layer of this many ReLU units; 0: a "
+        "logistic regression (default: 0; the shipped sentiment head: --rest --hidden 256)",
+    )
+    parser.add_argument(
         "--extract-only", action="store_true", help="compute and keep the features, then stop"
     )
     parser.add_argument(
@@ -83,7 +96,7 @@ def main() -> None:
     role = assistant.roles.get(args.role)
     data = features(assistant, role, args)
     for spec in args.save:
-        save_head(assistant, role, data, spec)
+        save_head(assistant, role, data, spec, args.hidden)
     if args.extract_only or args.save:
         return
     args.out.mkdir(parents=True, exist_ok=True)
@@ -98,6 +111,10 @@ def features(assistant, role, args) -> dict[str, np.ndarray]:
     texts, labels = read_rows(TRAIN_ROWS)
     picked = balanced_sample(texts, labels, role.labels, args.sample, args.seed)
     sets = {"train": ([t for t, _ in picked], [label for _, label in picked])}
+    if args.rest:
+        seen = {text for text, _ in picked}
+        outside = [(t, label) for t, label in zip(texts, labels, strict=True) if t not in seen]
+        sets["rest"] = ([t for t, _ in outside], [label for _, label in outside])
     for name, path in (("dev", args.dev), ("conv", CONVERSATIONAL)):
         examples = load_labelled(path)
         sets[name] = ([e.text for e in examples], [e.label for e in examples])
@@ -117,10 +134,13 @@ def features(assistant, role, args) -> dict[str, np.ndarray]:
         data[name + "_y"] = np.asarray(
             [1 if label == role.labels[0] else 0 for label in row_labels]
         )
+    if args.rest:  # the rows outside the sample join the training rows
+        data["train"] = np.concatenate([data["train"], data.pop("rest")])
+        data["train_y"] = np.concatenate([data["train_y"], data.pop("rest_y")])
     return data
 
 
-def save_head(assistant, role, data, spec: str) -> None:
+def save_head(assistant, role, data, spec: str, hidden: int = 0) -> None:
     """Fit the head of one depth as `allinone train-head` does and write it (a shipped head)."""
     from app.head import fit
 
@@ -133,6 +153,7 @@ def save_head(assistant, role, data, spec: str) -> None:
         [LAYERS[i] for i in indices],
         assistant.engine.model_name,
         role.fingerprint(),
+        hidden=hidden,
     )
     Path(path).write_text(head.to_json(), encoding="utf-8")
     scores = []

@@ -7,7 +7,7 @@ import pytest
 
 from app.dispatcher import Assistant
 from app.errors import PromptsError
-from app.head import Head, check_fits, fit, load_head
+from app.head import MLP_NETWORKS, Head, check_fits, fit, load_head
 from app.prompts import load_roles
 from tests.conftest import (
     ROOT,
@@ -39,6 +39,37 @@ def test_fit_learns_a_separable_problem_and_round_trips(tmp_path):
     predictions = [loaded.probability(row) > 0.5 for row in x]
     assert sum(p == bool(t) for p, t in zip(predictions, y, strict=True)) >= 110
     assert loaded.probability(x[0]) == pytest.approx(head.probability(x[0]), abs=1e-4)
+
+
+def test_a_hidden_layer_head_learns_what_a_line_cannot_and_round_trips(tmp_path):
+    """XOR of two features: no linear head gets it; the hidden-layer head must, and its
+    file (float16 hidden weights) must give what `fit` returned."""
+    rng = np.random.default_rng(1)
+    signs = rng.choice([-1.0, 1.0], size=(4000, 2))
+    x = np.repeat((signs + rng.normal(0, 0.2, (4000, 2)))[:, None, :], 2, axis=1)
+    y = [int(a * b > 0) for a, b in signs]
+    linear = fit(x, y, ("正面", "负面"), (5, 6), "M", "abc", report=lambda _: None)
+    head = fit(x, y, ("正面", "负面"), (5, 6), "M", "abc", hidden=16, report=lambda _: None)
+    loaded = load_head(write(tmp_path / "h.json", head.to_json()), "here")
+    assert loaded.hidden_weights is not None and loaded.hidden_weights.shape == (2, 16 * MLP_NETWORKS)
+
+    def accuracy(h: Head) -> float:
+        said = [h.probability(row) > 0.5 for row in x]
+        return float(np.mean([p == bool(t) for p, t in zip(said, y, strict=True)]))
+
+    assert accuracy(linear) < 0.7 < 0.95 < accuracy(loaded)
+    assert [loaded.probability(row) for row in x[:20]] == [head.probability(row) for row in x[:20]]
+
+
+def test_a_hidden_layer_of_the_wrong_size_is_refused(tmp_path):
+    import json
+
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(0, 1, (60, 2, 4)), [0, 1] * 30
+    raw = json.loads(fit(x, y, ("正面", "负面"), (5, 6), "M", "f", hidden=8).to_json())
+    raw["weights"] = raw["weights"][:-1]
+    with pytest.raises(PromptsError, match="inconsistent"):
+        load_head(write(tmp_path / "h.json", json.dumps(raw)), "here")
 
 
 def prompts_with_head(tmp_path, head: Head, system_suffix=""):

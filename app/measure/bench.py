@@ -190,8 +190,8 @@ def sentiment_list(assistant, texts: Sequence[str]) -> dict[str, object]:
         chunk = order[start : start + size]
         floors.append(raw_prompt_rate(assistant, texts, repeats=1))
         started = time.perf_counter()
-        verdicts = assistant.classify_many([texts[index] for index in chunk])
-        seconds += time.perf_counter() - started
+        verdicts = list(assistant.classify_many([texts[index] for index in chunk]))
+        seconds += time.perf_counter() - started  # after the generator has run: list() above
         for index, verdict in zip(chunk, verdicts, strict=True):
             labels[index] = verdict.label
     floors.append(raw_prompt_rate(assistant, texts, repeats=1))

@@ -9,8 +9,8 @@ no extra model run. Features: per layer, the last prompt token's state and the m
 the tokens after the cached prefix (the text and the template's tail), averaged over the
 layers. The head is standardised, then either a logistic regression or a few small networks
 of one hidden layer averaged (the shipped sentiment head: 2.3 points better on dev), trained
-on reviews_train.csv only, stored as a JSON file beside prompts.yaml, and tied to the exact prompt (a fingerprint)
-and model it was trained with: editing the prompt without retraining is an error, and another
+on reviews_train.csv only, stored as a JSON file beside prompts.yaml, and tied to the exact
+prompt (a fingerprint) and model it was trained with: editing the prompt without retraining is an error, and another
 model falls back to the label logits, never to a silent accuracy drop.
 """
 

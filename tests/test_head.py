@@ -51,7 +51,8 @@ def test_a_hidden_layer_head_learns_what_a_line_cannot_and_round_trips(tmp_path)
     linear = fit(x, y, ("正面", "负面"), (5, 6), "M", "abc", report=lambda _: None)
     head = fit(x, y, ("正面", "负面"), (5, 6), "M", "abc", hidden=16, report=lambda _: None)
     loaded = load_head(write(tmp_path / "h.json", head.to_json()), "here")
-    assert loaded.hidden_weights is not None and loaded.hidden_weights.shape == (2, 16 * MLP_NETWORKS)
+    assert loaded.hidden_weights is not None
+    assert loaded.hidden_weights.shape == (2, 16 * MLP_NETWORKS)
 
     def accuracy(h: Head) -> float:
         said = [h.probability(row) > 0.5 for row in x]

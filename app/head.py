@@ -10,8 +10,8 @@ the tokens after the cached prefix (the text and the template's tail), averaged 
 layers. The head is standardised, then either a logistic regression or a few small networks
 of one hidden layer averaged (the shipped sentiment head: 2.3 points better on dev), trained
 on reviews_train.csv only, stored as a JSON file beside prompts.yaml, and tied to the exact
-prompt (a fingerprint) and model it was trained with: editing the prompt without retraining is an error, and another
-model falls back to the label logits, never to a silent accuracy drop.
+prompt (a fingerprint) and model it was trained with: editing the prompt without retraining
+is an error, and another model falls back to the label logits, never to a silent accuracy drop.
 """
 
 from __future__ import annotations

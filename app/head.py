@@ -188,14 +188,16 @@ def fit(
     scale = x.std(axis=0) + 1e-6
     z = (x - mean) / scale
     if hidden:
-        return _fit_networks(z, y, hidden, report).rounded_with(
+        network = _fit_networks(z, y, hidden, report)
+        return Head(
             labels=labels,
             layers=tuple(layers),
             model=model_name,
             mean=mean,
             scale=scale,
             fingerprint=fingerprint_,
-        )
+            **network,  # type: ignore[arg-type]
+        ).rounded()
     from sklearn.linear_model import LogisticRegression
 
     scores = {}
@@ -222,10 +224,13 @@ MLP_ALPHA = 3.0  # L2 strength: 1.0 scored 88.3% on dev but lost 2 of 60 convers
 MLP_NETWORKS = 5  # one network alone scored 84.0-89.3% on dev by its seed; 5 averaged 89.3%
 
 
-def _fit_networks(z: np.ndarray, y: np.ndarray, hidden: int, report: Callable[[str], None]):
+def _fit_networks(
+    z: np.ndarray, y: np.ndarray, hidden: int, report: Callable[[str], None]
+) -> dict[str, object]:
     """MLP_NETWORKS networks of `hidden` ReLU units (seeds 0, 1, ...), their answers (logits)
     averaged: that is one network whose hidden layer is theirs side by side and whose output
-    weights are theirs divided by their number, so a Head stores it as it is."""
+    weights are theirs divided by their number, so a Head stores it as it is. Returns those
+    Head fields."""
     from sklearn.model_selection import cross_val_score
 
     score = float(cross_val_score(_mlp(hidden, seed=0), z, y).mean())
@@ -234,7 +239,7 @@ def _fit_networks(z: np.ndarray, y: np.ndarray, hidden: int, report: Callable[[s
     for seed in range(MLP_NETWORKS):
         networks.append(_mlp(hidden, seed).fit(z, y))
         report(f"network {seed + 1} of {MLP_NETWORKS} fitted")
-    return _Networks(
+    return dict(
         hidden_weights=np.concatenate([n.coefs_[0] for n in networks], axis=1),
         hidden_bias=np.concatenate([n.intercepts_[0] for n in networks]),
         # sklearn's positive class is 1; we store P(labels[0]), so targets are 1 for labels[0].
@@ -243,26 +248,6 @@ def _fit_networks(z: np.ndarray, y: np.ndarray, hidden: int, report: Callable[[s
         note=f"{MLP_NETWORKS} networks of {hidden} ReLU units averaged, alpha {MLP_ALPHA}, "
         f"{len(y)} training rows, CV accuracy of one network {score:.4f}",
     )
-
-
-@dataclass(frozen=True)
-class _Networks:
-    hidden_weights: np.ndarray
-    hidden_bias: np.ndarray
-    weights: np.ndarray
-    bias: float
-    note: str
-
-    def rounded_with(self, **fields: object) -> Head:
-        head = Head(
-            weights=self.weights,
-            bias=self.bias,
-            note=self.note,
-            hidden_weights=self.hidden_weights,
-            hidden_bias=self.hidden_bias,
-            **fields,  # type: ignore[arg-type]
-        )
-        return head.rounded()
 
 
 def _mlp(hidden: int, seed: int):

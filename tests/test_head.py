@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from app import head as head_module
 from app.dispatcher import Assistant
 from app.errors import PromptsError
 from app.head import MLP_NETWORKS, Head, check_fits, fit, load_head
@@ -43,7 +44,7 @@ def test_fit_learns_a_separable_problem_and_round_trips(tmp_path):
 
 def test_a_hidden_layer_head_learns_what_a_line_cannot_and_round_trips(tmp_path):
     """XOR of two features: no linear head gets it; the hidden-layer head must, and its
-    file (float16 hidden weights) must give what `fit` returned."""
+    file (float16 hidden factors) must give what `fit` returned."""
     rng = np.random.default_rng(1)
     signs = rng.choice([-1.0, 1.0], size=(4000, 2))
     x = np.repeat((signs + rng.normal(0, 0.2, (4000, 2)))[:, None, :], 2, axis=1)
@@ -51,8 +52,8 @@ def test_a_hidden_layer_head_learns_what_a_line_cannot_and_round_trips(tmp_path)
     linear = fit(x, y, ("正面", "负面"), (5, 6), "M", "abc", report=lambda _: None)
     head = fit(x, y, ("正面", "负面"), (5, 6), "M", "abc", hidden=16, report=lambda _: None)
     loaded = load_head(write(tmp_path / "h.json", head.to_json()), "here")
-    assert loaded.hidden_weights is not None
-    assert loaded.hidden_weights.shape == (2, 16 * MLP_NETWORKS)
+    assert loaded.hidden_factors is not None
+    assert [f.shape for f in loaded.hidden_factors] == [(2, 2), (2, 16 * MLP_NETWORKS)]
 
     def accuracy(h: Head) -> float:
         said = [h.probability(row) > 0.5 for row in x]
@@ -71,6 +72,25 @@ def test_a_hidden_layer_of_the_wrong_size_is_refused(tmp_path):
     raw["weights"] = raw["weights"][:-1]
     with pytest.raises(PromptsError, match="inconsistent"):
         load_head(write(tmp_path / "h.json", json.dumps(raw)), "here")
+    raw = json.loads(fit(x, y, ("正面", "负面"), (5, 6), "M", "f", hidden=8).to_json())
+    raw["hidden"]["rank"] = 3  # the factors (4 x 4, 4 x 40) no longer split by the rank
+    with pytest.raises(PromptsError, match="not a valid head"):
+        load_head(write(tmp_path / "h.json", json.dumps(raw)), "here")
+
+
+def test_the_hidden_layer_is_kept_at_rank_hidden_rank(monkeypatch):
+    """A layer of rank <= HIDDEN_RANK comes back exactly; a fuller one as its best
+    approximation of that rank (the singular values it drops are the whole error)."""
+    rng = np.random.default_rng(2)
+    low = rng.normal(size=(40, 3)) @ rng.normal(size=(3, 30))
+    monkeypatch.setattr(head_module, "HIDDEN_RANK", 5)
+    first, second = head_module._low_rank(low)
+    assert np.allclose(first @ second, low)
+    full = rng.normal(size=(40, 30))
+    first, second = head_module._low_rank(full)
+    assert first.shape == (40, 5) and second.shape == (5, 30)
+    dropped = np.linalg.svd(full, compute_uv=False)[5:]
+    assert np.linalg.norm(full - first @ second) == pytest.approx(np.linalg.norm(dropped))
 
 
 def prompts_with_head(tmp_path, head: Head, system_suffix=""):

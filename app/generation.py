@@ -43,8 +43,6 @@ class Generation:
         self.out = out
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stops = tuple(s for s in sampling.stop if s)
-        # Text that could be the start of a stop string is held back until it is not.
-        self._hold = max((len(s) for s in self._stops), default=1) - 1
         self._ban = Ban(sampling.banned)
         self._generated: list[int] = []
         self._sentences = SentenceCount(sampling.max_sentences)
@@ -94,8 +92,10 @@ class Generation:
             self._pending = self._pending[:cut]
             self._finish = "stop"
             return None
-        if len(self._pending) > self._hold:
-            split = len(self._pending) - self._hold
+        # Text that could be the start of a stop string is held back until it is not; the
+        # rest goes now (holding a fixed stop-length tail delayed every first piece a token).
+        split = len(self._pending) - could_start_stop(self._pending, self._stops)
+        if split > 0:
             self._ready.append(self._pending[:split])
             self._pending = self._pending[split:]
         if len(self._generated) >= self._budget or position + 1 >= engine.n_ctx:
@@ -156,3 +156,14 @@ class SentenceCount:
 def find_stop(text: str, stops: tuple[str, ...]) -> int | None:
     positions = [text.find(stop) for stop in stops if stop in text]
     return min(positions) if positions else None
+
+
+def could_start_stop(text: str, stops: tuple[str, ...]) -> int:
+    """The length of the longest end of `text` that a stop string starts with (0: none),
+    i.e. what must wait for the next piece before it can be sent."""
+    longest = min(len(text), max((len(stop) for stop in stops), default=1) - 1)
+    for size in range(longest, 0, -1):
+        tail = text[-size:]
+        if any(stop.startswith(tail) for stop in stops):
+            return size
+    return 0

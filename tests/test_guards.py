@@ -3,7 +3,7 @@
 import pytest
 
 from app.engine import Sampling
-from app.generation import SentenceCount
+from app.generation import SentenceCount, could_start_stop
 from app.guards import Ban, copy_runs
 
 
@@ -56,6 +56,37 @@ def test_sentence_count_cuts_after_the_last_sentence_asked_for(pieces, limit, ke
 
 
 @pytest.mark.model
+@pytest.mark.parametrize(
+    ("text", "stops", "held"),
+    [
+        ("你好", ("\n\n",), 0),  # nothing a stop starts with: all of it goes at once
+        ("你好\n", ("\n\n",), 1),
+        ("你好\n\n", ("\n\n",), 1),  # (a whole stop is cut before this is asked)
+        ("今天天", ("天天气",), 2),  # the longest end a stop starts with, not the shortest
+        ("今天", ("天气很好", "今天天气"), 2),
+        ("", ("。",), 0),
+        ("好", (), 0),
+    ],
+)
+def test_only_what_could_start_a_stop_string_is_held_back(text, stops, held):
+    assert could_start_stop(text, stops) == held
+
+
+def test_a_stop_string_spanning_pieces_still_cuts_the_reply_before_it(assistant):
+    """Pieces go out as soon as they cannot begin a stop string; one that starts in one token
+    and ends in a later one must still never reach the reader."""
+    full = "".join(assistant.reply("介绍一下北京", temperature=0.0, max_tokens=60))
+    tokens = [
+        assistant.engine.piece(t).decode("utf-8", "ignore") for t in assistant.engine.tokenize(full)
+    ]
+    # a stop string made of the end of one token and the start of the next
+    at = next(i for i in range(2, len(tokens) - 1) if tokens[i] and tokens[i + 1])
+    stop = tokens[at][-1] + tokens[at + 1][:1]
+    cut = "".join(assistant.reply("介绍一下北京", temperature=0.0, max_tokens=60, stop=[stop]))
+    assert stop in full
+    assert cut == full[: full.index(stop)]
+
+
 def test_avoided_words_never_appear_and_would_without_the_ban(assistant):
     """On the real model: good news answered greedily says 恭喜/开心 unless they are banned."""
     engine = assistant.engine

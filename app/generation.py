@@ -11,6 +11,7 @@ one row of that decode (`next`), and passes on the text it has made ready (`take
 from __future__ import annotations
 
 import codecs
+import weakref
 from typing import TYPE_CHECKING
 
 import llama_cpp
@@ -40,7 +41,11 @@ class Generation:
         self._sampling = sampling
         self._sampler = sampler
         self._budget = budget
-        self.out = out
+        # Weak: the reader's Completion holds this reply's generator, which holds this. A strong
+        # link back would make a cycle only the cyclic GC frees, so a reply dropped mid-stream
+        # (a `break` out of the loop) would keep the model until then: with `--parallel 1` its
+        # lock, so the reader's next call hung; with slots, it generated on to its token limit.
+        self._out = weakref.ref(out)
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stops = tuple(s for s in sampling.stop if s)
         self._ban = Ban(sampling.banned)
@@ -49,6 +54,16 @@ class Generation:
         self._pending = ""
         self._ready: list[str] = []
         self._finish: str = "length"
+
+    @property
+    def out(self) -> Completion:
+        """The reader's Completion; once the reader has dropped it, a cancelled stand-in (so
+        the reply stops at its next token and frees what it holds)."""
+        out = self._out()
+        if out is None:
+            out = Completion(0)
+            out.cancelled = True
+        return out
 
     def next(self, ctx: llama_cpp.llama_context_p, index: int, position: int) -> int | None:
         """Sample from row `index` of the last decode of `ctx`; return the token to decode

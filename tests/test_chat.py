@@ -1,10 +1,12 @@
 """Streamed chat on the real model: Chinese text, clean stops, no leaked special tokens."""
 
 import re
+import threading
+import time
 
 import pytest
 
-from app.dispatcher import Turn
+from app.dispatcher import Assistant, Turn
 from app.errors import InputTooLong
 
 pytestmark = pytest.mark.model
@@ -69,3 +71,32 @@ def test_history_reaches_the_model(assistant):
 def test_message_longer_than_the_context_is_refused(assistant):
     with pytest.raises(InputTooLong, match="context window"):
         list(assistant.reply("长" * 5000))
+
+
+def test_a_reply_dropped_mid_stream_stops_and_frees_the_model(assistant, model_path, tmp_path):
+    """A `break` out of a reply's loop, with no close(): the reply must stop at once. With one
+    reply at a time it held the model's lock until the cyclic GC ran, so the next call hung;
+    in the slots it generated on to its token limit."""
+    long_reply = {"temperature": 0.0, "max_tokens": 120, "max_sentences": 0, "stop": []}
+    engine = assistant.engine
+    before = engine.generated_tokens
+    for _piece in assistant.reply("写一篇关于春天的长文章，越详细越好。", **long_reply):
+        break
+    time.sleep(1.0)
+    stopped_at = engine.generated_tokens
+    time.sleep(1.0)
+    assert engine.generated_tokens == stopped_at, "the dropped reply is still generating"
+    assert stopped_at - before < 60
+
+    alone = Assistant.load(model=model_path, parallel=1, cache_dir=tmp_path, heads=False)
+    for _piece in alone.reply("写一篇关于春天的长文章，越详细越好。", **long_reply):
+        break
+    answered = threading.Event()
+
+    def label() -> None:
+        alone.sentiment("服务很好")
+        answered.set()
+
+    threading.Thread(target=label, daemon=True).start()
+    assert answered.wait(120), "the dropped reply still holds the model's lock"
+    assert alone.engine.generated_tokens < 60

@@ -758,9 +758,9 @@ def _say_missing_heads(path: Path) -> None:
     type=click.IntRange(0, 4096),
     default=0,
     show_default=True,
-    help="Hidden ReLU units between the features and the answer; 0 fits a logistic "
-    "regression. The shipped sentiment head has 256 (on 15,412 rows; 1.7 points better on "
-    "dev); with a few thousand rows the linear head is as good.",
+    help="Hidden ReLU units (per network, 5 averaged) between the features and the answer; "
+    "0 fits a logistic regression. The shipped sentiment head has 256, fit on 15,412 rows: "
+    "dev 89.3% against 87.0% for the linear head on the same rows (not measured on fewer).",
 )
 @click.option(
     "--sample-seed", type=int, default=13, show_default=True, help="Seed of the row sample."
@@ -794,8 +794,8 @@ def train_head(
 
     Reads the role's prompt over ROWS balanced training rows, keeps middle-layer states in
     chunks under the cache folder (Ctrl-C, then the same command, resumes) and fits a
-    logistic regression (or, with --hidden, a network of one hidden layer). Afterwards the
-    role decides with it whenever this model is loaded.
+    logistic regression (or, with --hidden, 5 averaged networks of one hidden layer). The
+    role then decides with it whenever this model is loaded.
     """
     from tqdm import tqdm
 

@@ -5,7 +5,6 @@ assistant = Assistant.load()
 assistant.sentiment("今天又被老板骂了。")   # Verdict(label='负面', confidence=...)
 """
 
-from app.dispatcher import Assistant, Turn, Verdict
 from app.errors import (
     AllInOneError,
     DownloadError,
@@ -16,6 +15,7 @@ from app.errors import (
     PromptsError,
     UnknownRole,
 )
+from app.roles.assistant import Assistant, Turn, Verdict
 
 __all__ = [
     "AllInOneError",

@@ -22,10 +22,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from app.dispatcher import Assistant  # noqa: E402
-from app.head import default_layers, fit  # noqa: E402
+from app.jobs.training import TRAIN_ROWS, balanced_sample, extract, read_rows  # noqa: E402
 from app.measure.evaluation import DEFAULT_DEV, load_labelled  # noqa: E402
-from app.training import TRAIN_ROWS, balanced_sample, extract, read_rows  # noqa: E402
+from app.roles.assistant import Assistant  # noqa: E402
+from app.roles.head import default_layers, fit  # noqa: E402
 
 
 def main() -> None:

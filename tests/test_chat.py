@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from app.dispatcher import Assistant, Turn
 from app.errors import InputTooLong
+from app.roles.assistant import Assistant, Turn
 
 pytestmark = pytest.mark.model
 

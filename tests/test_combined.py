@@ -35,7 +35,7 @@ def test_tone_follows_the_verdict(assistant):
 
 def test_a_fact_from_an_earlier_turn_survives_the_retrieved_examples(assistant):
     """Feel + reply puts tone and bank turns before the history: the history must still count."""
-    from app.dispatcher import Turn
+    from app.roles.assistant import Turn
 
     question = "我的猫叫什么名字？"
     history = [Turn("user", "我养了一只猫，叫咪咪。"), Turn("assistant", "好可爱呀！")]

@@ -127,7 +127,7 @@ def test_real_eval_run_on_a_small_slice(tmp_path, model_path):
     out = tmp_path / "report"
     result = run_cli(
         "eval",
-        str(ROOT.parent / "shared" / "data" / "reviews_dev.csv"),
+        str(ROOT / "data" / "reviews_dev.csv"),
         "--limit",
         "12",
         "--out",

@@ -2,9 +2,9 @@
 
 import pytest
 
-from app.engine import Sampling
-from app.generation import SentenceCount, could_start_stop
-from app.guards import Ban, copy_runs
+from app.llm import Sampling
+from app.llm.bans import Ban, copy_runs
+from app.llm.generation import SentenceCount, could_start_stop
 
 
 def test_one_token_sequences_are_banned_at_every_step():

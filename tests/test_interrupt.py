@@ -19,8 +19,8 @@ FAST_CLI = """
 import sys, time
 from app import cli
 from app.config import load_settings
-from app.dispatcher import Assistant
-from app.prompts import load_roles
+from app.roles.assistant import Assistant
+from app.roles.prompts import load_roles
 from tests.conftest import FakeEngine
 
 class ByParity(FakeEngine):

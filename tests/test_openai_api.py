@@ -17,9 +17,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.errors import SchemaError
-from app.json_output import JsonFormat
-from app.server import create_app
-from app.tools import Tool, split_tool_calls
+from app.roles.json_output import JsonFormat
+from app.roles.tools import Tool, split_tool_calls
+from app.server.app import create_app
 from tests.test_server import start_server
 
 HELLO = [{"role": "user", "content": "你好"}]

@@ -6,9 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from app import cli, training
+from app import cli
 from app.errors import InputError
-from app.prompts import load_roles
+from app.jobs import training
+from app.roles.prompts import load_roles
 from tests.conftest import ROOT, FakeEngine, write
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.errors import InputError
-from app.training import read_rows
+from app.jobs.training import read_rows
 
 Predict = Callable[[str], tuple[str, float]]
 POSITIVE, NEGATIVE = "正面", "负面"

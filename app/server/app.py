@@ -2,12 +2,12 @@
 
 One Assistant (one model) serves every client. Blocking llama.cpp calls run in a thread pool;
 the engine decodes up to --parallel replies together and serves labels between two of its steps
-(app/scheduler.py). Streams go out as server-sent events and check for a gone client after every
+(app/llm/scheduler.py). Streams go out as server-sent events and check for a gone client after every
 piece; a non-streamed reply is watched while it is generated. Either way a gone client's reply
 is closed, which frees its slot at once.
 Errors leave as OpenAI-style bodies ({"error": {"message", "type", "param", "code"}}) with a 4xx
 status; the server never dies on input. Every request field is honoured or refused with a 400
-naming it (app/openai_api.py lists them, and the few accepted and ignored with the reason).
+naming it (app/server/openai_api.py lists them, and the few accepted and ignored with the reason).
 
     POST /v1/chat/completions   OpenAI chat: usage, n, seed, stop, logprobs / top_logprobs,
                                 presence / frequency penalties, response_format (JSON object or
@@ -44,10 +44,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.completion import Completion, TokenLogprob
-from app.dispatcher import Assistant, Verdict
 from app.errors import AllInOneError, InputError, UnknownRole
-from app.openai_api import (
+from app.llm.completion import Completion, TokenLogprob
+from app.roles.assistant import Assistant, Verdict
+from app.roles.tools import Tool
+from app.server.openai_api import (
     ChatMessage,
     ChatRequest,
     EmbeddingRequest,
@@ -59,7 +60,6 @@ from app.openai_api import (
     total_usage,
     usage_json,
 )
-from app.tools import Tool
 
 log = logging.getLogger("allinone.server")
 PAGE = Path(__file__).resolve().parent / "static" / "chat.html"

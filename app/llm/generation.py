@@ -1,7 +1,7 @@
 """One reply being sampled, token by token: everything between two llama.cpp decodes.
 
 Why its own module: a reply is generated either alone on the engine's context (`--parallel 1`)
-or as one stream among several decoded together (app/scheduler.py). Both must honour the same
+or as one stream among several decoded together (app/llm/scheduler.py). Both must honour the same
 per-request settings (seed, temperature, penalties, grammar, stop strings, banned phrases, the
 sentence limit, logprobs, the token budget), so that logic lives here once. A `Generation` never
 calls llama.cpp's decode: its owner decodes, then asks it for the next token from the logits of
@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import codecs
 import weakref
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
-import llama_cpp
 import numpy as np
 
-from app.completion import Completion
-from app.guards import Ban
+from app.llm.bans import Ban
+from app.llm.completion import Completion
+from app.llm.native import Context, Sampler, Vocab
+from app.llm.sampling import Sampling, logprob
 
-if TYPE_CHECKING:
-    from llama_cpp._internals import LlamaSampler
 
-    from app.engine import Engine, Sampling
+@dataclass
+class Tally:
+    """Tokens sampled by every reply since the model was loaded (benchmarks read it)."""
+
+    tokens: int = 0
 
 
 class Generation:
@@ -31,13 +34,17 @@ class Generation:
 
     def __init__(
         self,
-        engine: Engine,
+        vocab: Vocab,
+        n_ctx: int,
         sampling: Sampling,
-        sampler: LlamaSampler,
+        sampler: Sampler,
         budget: int,
         out: Completion,
+        tally: Tally,
     ) -> None:
-        self._engine = engine
+        self._vocab = vocab
+        self._n_ctx = n_ctx
+        self._tally = tally
         self._sampling = sampling
         self._sampler = sampler
         self._budget = budget
@@ -65,38 +72,34 @@ class Generation:
             out.cancelled = True
         return out
 
-    def next(self, ctx: llama_cpp.llama_context_p, index: int, position: int) -> int | None:
-        """Sample from row `index` of the last decode of `ctx`; return the token to decode
+    def next(self, context: Context, row: int, position: int) -> int | None:
+        """Sample from row `row` of the last decode of `context`; return the token to decode
         next (at `position` of this reply's sequence), or None once the reply has ended.
 
         Called with the engine's lock held (the logits and the token texts are shared).
         """
         if self.out.cancelled:
             return None
-        engine, sampling = self._engine, self._sampling
-        logits = np.ctypeslib.as_array(
-            llama_cpp.llama_get_logits_ith(ctx, index), shape=(engine.n_vocab,)
-        )
+        sampling = self._sampling
+        logits = context.logits(row)
         # The model's own distribution, before bans and sampling filters change it.
         raw = logits.copy() if sampling.top_logprobs is not None else None
         banned = self._ban.banned_after(self._generated) if self._ban else ()
         if banned:  # the sampler reads these logits: a -inf token cannot be drawn
             logits[list(banned)] = -np.inf
-        token = llama_cpp.llama_sampler_sample(self._sampler.sampler, ctx, index)
-        vocab = engine.vocab
-        if llama_cpp.llama_vocab_is_eog(vocab, token) or llama_cpp.llama_vocab_is_control(
-            vocab, token
-        ):
+        token = context.sample(self._sampler, row)
+        if self._vocab.ends_reply(token):
             self._finish = "stop"
             return None
-        engine.generated_tokens += 1
+        self._tally.tokens += 1
         self.out.completion_tokens += 1
         if raw is not None:
-            self.out.logprobs.append(engine.logprob(raw, token, sampling.top_logprobs or 0))
+            top = sampling.top_logprobs or 0
+            self.out.logprobs.append(logprob(self._vocab, raw, token, top))
         self._generated.append(token)
         if sampling.no_repeat >= 2 and len(self._generated) >= sampling.no_repeat:
             self._ban.add(self._generated[-sampling.no_repeat :])
-        piece = self._decoder.decode(engine.piece(token))
+        piece = self._decoder.decode(self._vocab.piece(token))
         self._pending += piece
         cut = find_stop(self._pending, self._stops)
         enough = self._sentences.after(piece)
@@ -113,7 +116,7 @@ class Generation:
         if split > 0:
             self._ready.append(self._pending[:split])
             self._pending = self._pending[split:]
-        if len(self._generated) >= self._budget or position + 1 >= engine.n_ctx:
+        if len(self._generated) >= self._budget or position + 1 >= self._n_ctx:
             return None
         return token
 

@@ -28,20 +28,20 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from app.bank import Exchange
-from app.completion import Completion
 from app.config import Settings, load_settings
-from app.drafts import DRAFT_FOR_JUDGE, Drafts, best_draft
-from app.engine import Engine, Prompt, Sampling
 from app.errors import InputError, InputTooLong
-from app.files import windows
-from app.guards import copy_runs
-from app.head import Head, check_fits, default_layers, features
-from app.json_output import JsonFormat
+from app.jobs.files import windows
+from app.jobs.training import retrain_hint, with_user_heads
+from app.llm import Engine, Prompt, Sampling
+from app.llm.bans import copy_runs
+from app.llm.completion import Completion
 from app.models import resolve_model_path
-from app.prompts import Example, Role, RoleBook, load_roles
-from app.tools import CALL_OPEN, Tool, ToolCall, call_format
-from app.training import retrain_hint, with_user_heads
+from app.roles.bank import Exchange
+from app.roles.drafts import DRAFT_FOR_JUDGE, Drafts, best_draft
+from app.roles.head import Head, check_fits, default_layers, features
+from app.roles.json_output import JsonFormat
+from app.roles.prompts import Example, Role, RoleBook, load_roles
+from app.roles.tools import CALL_OPEN, Tool, ToolCall, call_format
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class Assistant:
 
         `heads=False` leaves the learned heads out (`allinone train-head` trains new ones).
         A role whose shipped head belongs to another model takes the head this machine
-        trained for the loaded model, if there is one (app/training.py).
+        trained for the loaded model, if there is one (app/jobs/training.py).
         """
         settings = load_settings(model=str(model) if model else None, **overrides)
         roles = load_roles(settings.prompts, heads=heads)
@@ -254,7 +254,7 @@ class Assistant:
         `json_format` makes the reply one JSON value of that format (decoded under its grammar);
         `tools` lets the model call functions: `tool_choice` "auto" (it decides), "required"
         (one call, grammar-bound), a tool's name (a call to it) or "none".
-        Read `split_tool_calls(reply.text(), tools)` for the calls (app/tools.py).
+        Read `split_tool_calls(reply.text(), tools)` for the calls (app/roles/tools.py).
         """
         chosen = self.roles.get(role or self.roles.defaults.chat)
         if tool_choice == "none":
@@ -355,7 +355,7 @@ class Assistant:
     ) -> Completion:
         """`plan.candidates` drafts of the reply, written together: the first as a lone reply,
         the others sampled at `plan.temperature` with the seeds after the reply's. The judge
-        role's best is sent (app/drafts.py)."""
+        role's best is sent (app/roles/drafts.py)."""
         judge = self._label_role(role.judged_by)
         drafts = [self.engine.stream(prompt, settings)]
         drafts += [
@@ -440,7 +440,7 @@ class Assistant:
 
         if not bank.indexed:
             bank.index(embed, cache)
-        # Each group's prompt prefix, decoded once per model and kept on disk (see app/bank.py).
+        # Each group's prompt prefix, decoded once per model and kept on disk (app/roles/bank.py).
         groups = bank.groups(chosen.bank.k)
         for done, shots in enumerate(groups, start=1):
             prompt = self._group_prompt(chosen, shots)
@@ -489,7 +489,7 @@ class Assistant:
 
     def embed(self, texts: str | Sequence[str]) -> np.ndarray:
         """One L2-normalised vector per text (shape (len(texts), n_embd)): the mean hidden state
-        over the text's tokens of the middle layers a head reads (app/head.py), averaged.
+        over the text's tokens of the middle layers a head reads (app/roles/head.py), averaged.
         Texts that mean alike are close by cosine; the same model, no second one loaded."""
         layers = default_layers(self.engine.n_layer)
         prompts = [

@@ -1,6 +1,6 @@
 """Train a role's learned head for whatever model is loaded, on the user's own machine.
 
-Why: a head reads one model's hidden states (app/head.py), so the heads shipped for the mirror
+Why: a head reads one model's hidden states (app/roles/head.py), so the heads shipped for the mirror
 model do not fit another GGUF, and the role falls back to the label logits (dev 80.7% instead
 of 86%). The training rows ship inside the package (reviews_train.csv, gzipped), so an
 installed user can run `allinone train-head --role sentiment` and get the full accuracy back.
@@ -8,7 +8,7 @@ installed user can run `allinone train-head --role sentiment` and get the full a
 How: a class-balanced sample of rows goes through the role's prompt on the list path; the
 pooled states of the head's layers are saved in chunks of CHUNK rows under the cache folder,
 so Ctrl-C and the same command again resumes where it stopped. A standardised logistic
-regression is fit (app/head.py; C by 5-fold cross-validation on those rows only) and written to
+regression is fit (app/roles/head.py; C by 5-fold cross-validation on those rows) and written to
 the per-user data folder, keyed by model and role, never into site-packages. `find_user_head`
 is how `Assistant.load` finds it again.
 """
@@ -28,8 +28,8 @@ import numpy as np
 
 from app.config import bundled_file
 from app.errors import InputError
-from app.head import Head, fit, load_head
-from app.prompts import Role, RoleBook
+from app.roles.head import Head, fit, load_head
+from app.roles.prompts import Role, RoleBook
 
 CHUNK = 256  # rows a chunk file holds: the most an interrupt loses
 TRAIN_ROWS = bundled_file("reviews_train.csv.gz", "data/reviews_train.csv.gz")
@@ -151,7 +151,7 @@ def extract(
     Chunk files already in `work_dir` (from an interrupted run with the same rows, layers,
     prompt and model) are read, not recomputed. Through the list path, whose results equal the
     one-text path (tests/test_streams.py) and which is ~20% faster here; without logits each
-    pass also stops after the deepest layer (app/hidden.py: 1.3x faster again).
+    pass also stops after the deepest layer (app/llm/hidden.py: 1.3x faster again).
     """
     engine = assistant.engine
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -202,7 +202,7 @@ def train_head(
             f"Role {role.name!r} has {len(role.labels)} labels; a head needs exactly two."
         )
     engine = assistant.engine
-    from app.head import default_layers
+    from app.roles.head import default_layers
 
     chosen = tuple(layers) if layers else default_layers(engine.n_layer)
     outside = [layer for layer in chosen if layer not in engine.middle_layers]

@@ -12,7 +12,7 @@ above 1:
   its role prefix is copied from the engine's prefix cache into its slot
   (`llama_state_seq_set_data`), the rest of its prompt decoded there, its first token sampled.
   Each step then decodes the next token of every active reply in ONE call, and each reply
-  samples its own next token from its row with its own sampler (app/generation.py);
+  samples its own next token from its row with its own sampler (app/llm/generation.py);
 - a reply that ends, or whose consumer closed it, frees its slot at once; a waiting one takes it.
   The slot keeps its cells until it is needed: a conversation's next turn, whose prompt starts
   with the whole of the previous turn's, continues in that slot and decodes only the new
@@ -27,61 +27,28 @@ context's compute buffer, made at the first reply (the engine creates this lazil
 
 from __future__ import annotations
 
-import ctypes
 import queue
 import threading
-from collections import OrderedDict, deque
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-import llama_cpp
+from llama_cpp import Llama
 
-from app.generation import Generation
-from app.streams import put_token
+from app.llm.generation import Generation
+from app.llm.lru import Lru
+from app.llm.native import Batch, Context, StateBuffer, state_buffer
+from app.llm.prompt import Prompt, common_prefix
 
-if TYPE_CHECKING:
-    from app.engine import Engine, Prompt
 
+class PrefixSource(Protocol):
+    """What the scheduler needs of the engine: its lock, and a role prefix's saved KV."""
 
-class FairLock:
-    """A lock granted in the order it was asked for.
+    lock: AbstractContextManager[Any]
 
-    Why: the scheduler's thread releases the engine's lock after a step and asks again at once;
-    a plain `threading.Lock` usually goes straight back to it, and a label request could then
-    wait for the whole reply. Here anyone already waiting goes before the next step.
-    """
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition(threading.Lock())
-        self._next_ticket = 0
-        self._serving = 0
-        self._abandoned: set[int] = set()  # tickets whose waiter gave up (an exception)
-
-    def __enter__(self) -> None:
-        with self._cond:
-            ticket = self._next_ticket
-            self._next_ticket += 1
-            try:
-                while ticket != self._serving:
-                    self._cond.wait()
-            except BaseException:
-                if ticket == self._serving:
-                    self._advance()
-                else:
-                    self._abandoned.add(ticket)
-                raise
-
-    def __exit__(self, *exc: object) -> None:
-        with self._cond:
-            self._advance()
-
-    def _advance(self) -> None:
-        self._serving += 1
-        while self._serving in self._abandoned:
-            self._abandoned.discard(self._serving)
-            self._serving += 1
-        self._cond.notify_all()
+    def prefix_kv(self, prompt: Prompt) -> bytes | None: ...
 
 
 SLOT_BATCH = 128  # tokens per llama.cpp call in the slots' context
@@ -110,24 +77,17 @@ class _Slot:
 class Scheduler:
     """Up to `slots` replies decoded together on their own llama.cpp context."""
 
-    def __init__(self, engine: Engine, slots: int) -> None:
-        llm = engine.llm
-        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
-        params.n_ctx = slots * engine.n_ctx
+    def __init__(
+        self, llm: Llama, engine: PrefixSource, *, slots: int, n_ctx: int, n_batch: int
+    ) -> None:
         # Steps decode one token a slot; only a new prompt's rest is longer, read in chunks.
         # A smaller batch keeps the compute buffer (paid in RSS) small: ~300 MB at 512.
-        params.n_batch = params.n_ubatch = max(slots, min(engine.n_batch, SLOT_BATCH))
-        params.n_seq_max = slots
-        params.kv_unified = False
-        params.cb_eval = llama_cpp.llama_cpp.ggml_backend_sched_eval_callback()  # no layer taps
-        context = llama_cpp.llama_init_from_model(llm._model.model, params)
-        if not context:
-            raise MemoryError("llama.cpp could not create the context for parallel replies")
+        self._n_batch = max(slots, min(n_batch, SLOT_BATCH))
+        self._context = Context.beside(
+            llm, n_ctx=slots * n_ctx, sequences=slots, n_batch=self._n_batch, watch_layers=False
+        )
         self._engine = engine
-        self._context = context
-        self._memory = llama_cpp.llama_get_memory(context)
-        self._n_batch = params.n_batch
-        self._batch = llama_cpp.llama_batch_init(self._n_batch, 0, 1)
+        self._step_batch = Batch(self._n_batch)
         self.slots = slots
         self._slots = [_Slot() for _ in range(slots)]
         self._free = list(range(slots))  # the longest free first
@@ -138,9 +98,7 @@ class Scheduler:
         self._closed = False
         self._stream_count_at = self._find_stream_count()
         self._forget_slots = False
-        self._prefix_buffers: OrderedDict[tuple[int, ...], ctypes.Array[ctypes.c_uint8]] = (
-            OrderedDict()
-        )
+        self._prefix_buffers: Lru[tuple[int, ...], StateBuffer] = Lru(PREFIX_BUFFERS)
 
     def submit(self, prompt: Prompt, generation: Generation) -> Iterator[str]:
         """Queue a reply; its text pieces come out of the returned generator as they are made.
@@ -213,16 +171,16 @@ class Scheduler:
         self._active.append(reply)
         with self._engine.lock:
             if keep:  # the conversation's earlier turn is still in this slot
-                llama_cpp.llama_memory_seq_rm(self._memory, reply.seq, keep, -1)
+                self._context.remove(reply.seq, keep)
             else:
-                llama_cpp.llama_memory_seq_rm(self._memory, reply.seq, -1, -1)
+                self._context.remove(reply.seq)
                 keep = self._restore_prefix(reply)
             rest = tokens[keep:]
             for start in range(0, len(rest), self._n_batch):
                 chunk = rest[start : start + self._n_batch]
                 for offset, token in enumerate(chunk):
                     last = start + offset == len(rest) - 1
-                    self._put(offset, token, keep + start + offset, reply.seq, last)
+                    self._step_batch.put(offset, token, keep + start + offset, reply.seq, last)
                 self._decode(len(chunk))
             reply.generation.out.cached_tokens = keep
             reply.held = list(tokens)
@@ -254,32 +212,27 @@ class Scheduler:
         buffer = self._prefix_buffer(prompt)
         if buffer is None:
             return 0
-        size = len(buffer)
-        if llama_cpp.llama_state_seq_set_data(self._context, buffer, size, reply.seq) != size:
-            llama_cpp.llama_memory_seq_rm(self._memory, reply.seq, -1, -1)
+        if not self._context.restore(reply.seq, buffer):
+            self._context.remove(reply.seq)
             return 0
         keep = min(prompt.prefix_len, len(prompt.tokens) - 1)  # the last token gives logits
-        llama_cpp.llama_memory_seq_rm(self._memory, reply.seq, keep, -1)
+        self._context.remove(reply.seq, keep)
         return keep
 
-    def _prefix_buffer(self, prompt: Prompt) -> ctypes.Array[ctypes.c_uint8] | None:
+    def _prefix_buffer(self, prompt: Prompt) -> StateBuffer | None:
         """The prompt's prefix state, ready for `llama_state_seq_set_data` on this context.
 
         Kept for the last PREFIX_BUFFERS prefixes, so admitting a reply allocates nothing:
         a fresh 1.5 MB copy per reply made the server's RSS creep over a long soak.
         """
-        prefix = tuple(prompt.tokens[: prompt.prefix_len])
+        prefix = prompt.prefix
         buffer = self._prefix_buffers.get(prefix)
         if buffer is None:
             state = self._engine.prefix_kv(prompt)
             if state is None:
                 return None
-            state = self._for_slots(state)
-            buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-            self._prefix_buffers[prefix] = buffer
-            while len(self._prefix_buffers) > PREFIX_BUFFERS:
-                self._prefix_buffers.popitem(last=False)
-        self._prefix_buffers.move_to_end(prefix)
+            buffer = state_buffer(self._for_slots(state))
+            self._prefix_buffers.put(prefix, buffer)
         return buffer
 
     def _for_slots(self, state: bytes) -> bytes:
@@ -302,9 +255,7 @@ class Scheduler:
     def _find_stream_count(self) -> int | None:
         """Where the stream count sits in this llama.cpp's sequence states: an empty sequence's
         state is the header, the count, and one zero cell count per stream."""
-        size = llama_cpp.llama_state_seq_get_size(self._context, 0)
-        buffer = (ctypes.c_uint8 * size)()
-        empty = bytes(buffer[: llama_cpp.llama_state_seq_get_data(self._context, buffer, size, 0)])
+        empty = self._context.save(0)
         at = len(empty) - 4 * (self.slots + 1)
         expected = self.slots.to_bytes(4, "little") + bytes(4 * self.slots)
         return at if at >= 0 and empty[at:] == expected else None
@@ -313,7 +264,7 @@ class Scheduler:
         """Decode one token for every active reply in one call, then sample each one's next."""
         with self._engine.lock:
             for index, reply in enumerate(self._active):
-                self._put(index, reply.token, len(reply.held), reply.seq, True)
+                self._step_batch.put(index, reply.token, len(reply.held), reply.seq, True)
                 reply.held.append(reply.token)
             self._decode(len(self._active))
             for index, reply in enumerate(list(self._active)):
@@ -338,21 +289,18 @@ class Scheduler:
         if keep:
             self._slots[reply.seq] = _Slot(len(reply.prompt.tokens), reply.held)
         else:
-            llama_cpp.llama_memory_seq_rm(self._memory, reply.seq, -1, -1)
+            self._context.remove(reply.seq)
             self._slots[reply.seq] = _Slot()
         self._free.append(reply.seq)
         if reply in self._active:
             self._active.remove(reply)
         reply.seq = -1
 
-    def _put(self, index: int, token: int, position: int, seq: int, output: bool) -> None:
-        put_token(self._batch, index, token, position, seq, output)
-
     def _decode(self, n_tokens: int) -> None:
-        self._batch.n_tokens = n_tokens
-        status = llama_cpp.llama_decode(self._context, self._batch)
-        if status != 0:
-            raise RuntimeError(f"llama_decode returned {status} in the parallel-reply context")
+        try:
+            self._context.decode(self._step_batch, n_tokens)
+        except RuntimeError as error:
+            raise RuntimeError(f"{error} in the parallel-reply context") from None
 
     def forget(self, *, prefixes: bool) -> None:
         """Let no free slot's cells be reused (a reply in progress keeps its own); with
@@ -372,17 +320,5 @@ class Scheduler:
             worker.join(timeout=30)
         for reply in [*self._active, *self._waiting]:
             reply.pieces.put(RuntimeError("the engine was closed"))
-        if self._context:
-            llama_cpp.llama_batch_free(self._batch)
-            llama_cpp.llama_free(self._context)
-            self._context = None
-
-
-def common_prefix(held: Sequence[int], wanted: Sequence[int]) -> int:
-    """How many tokens two sequences share from their start (KV cells that can be kept)."""
-    count = 0
-    for have, want in zip(held, wanted, strict=False):
-        if have != want:
-            break
-        count += 1
-    return count
+        self._step_batch.free()
+        self._context.close()

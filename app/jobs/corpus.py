@@ -1,8 +1,8 @@
 """A corpus: a file or a folder of .txt/.csv/.jsonl/.parquet, cut into numbered blocks, with a
 journal of one file per finished block.
 
-This is the bookkeeping of a run too big for one machine (app/ray_classify.py does the running).
-The driver reads every row once with the single-machine readers (app/files.py), so a bad row is
+This is the bookkeeping of a run too big for one machine (app/jobs/ray_classify.py runs it).
+The driver reads every row once with the single-machine readers (app/jobs/files.py), so a bad row is
 named by file and line exactly as `allinone classify FILE` names it, gives each row an id (its
 place in the corpus: files in name order, rows in file order) and each `window` consecutive rows
 of one file a block id. Only the rows to label leave the driver: their ids and texts, never the
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from app.errors import InputError
-from app.files import (
+from app.jobs.files import (
     INPUT_FORMATS,
     OnError,
     Row,

@@ -15,7 +15,7 @@ from the text the reply must not copy (the user's message, the few-shot turns sh
 The engine adds the reply's own runs as it writes them, so no run comes twice (no loops such
 as "一步一步来，一步一步来，...", seen at low temperature).
 The catch: a ban is on tokens, so the same words tokenized another way slip through. The
-measured checks in app/chat_quality.py look at the text itself, and they are what we report.
+measured checks in app/measure/chat_quality.py look at the text itself, and they are what we report.
 """
 
 from __future__ import annotations

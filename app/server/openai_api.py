@@ -4,7 +4,7 @@ Why a module of its own: the rule "every field a client sends is honoured or ref
 ignored" needs one place that lists them all. Request models forbid unknown fields (a 400 naming
 the field); fields OpenAI defines that this server does not do are declared, so the refusal says
 why; the few accepted and ignored are listed in `IGNORED` with the reason (the README shows it).
-Part of the server shell: the core (app/dispatcher.py) knows nothing of this.
+Part of the server shell: the core (app/roles/assistant.py) knows nothing of this.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.completion import Completion, TokenLogprob, Usage
-from app.dispatcher import Turn
 from app.errors import InputError
-from app.json_output import JsonFormat
-from app.tools import (
+from app.llm.completion import Completion, TokenLogprob, Usage
+from app.roles.assistant import Turn
+from app.roles.json_output import JsonFormat
+from app.roles.tools import (
     Tool,
     ToolCall,
     check_name,

@@ -14,7 +14,7 @@ Faults. The pool's actors restart when they die and a batch whose actor was kill
 (Ray Data's defaults for actor pools: `max_restarts=-1`, `max_task_retries=-1`); an output batch
 exists only once its task has finished, so a kill -9 costs the batch in flight and never yields
 a row twice (tests/test_ray.py kills one mid-job). The driver keeps a journal of finished blocks
-(app/corpus.py): a driver killed and run again goes on from the blocks it has.
+(app/jobs/corpus.py): a driver killed and run again goes on from the blocks it has.
 
 Where the Dataset runs. Ray Data's executor cannot run in a Ray Client (`ray://`) driver, so
 `classify_corpus` hands the Dataset to a small coordinator actor (0 CPUs) on the cluster and
@@ -37,7 +37,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-from app.corpus import (
+from app.errors import AllInOneError, ClusterError, ModelNotFound
+from app.jobs.corpus import (
     BlockJournal,
     Plan,
     Work,
@@ -46,8 +47,7 @@ from app.corpus import (
     make_plan,
     write_outputs,
 )
-from app.errors import AllInOneError, ClusterError, ModelNotFound
-from app.files import WINDOW, OnError, Row, Summary, label_functions, label_window
+from app.jobs.files import WINDOW, OnError, Row, Summary, label_functions, label_window
 
 INSTALL_HINT = 'Classifying on Ray needs its extra: pip install "allinone[ray]"'
 # Settings an actor takes from the driver; its threads come from Ray, not from here.
@@ -188,7 +188,7 @@ class Labeller:
         on_error: Policy = "stop",
         text_column: str = "text",
     ) -> None:
-        from app.dispatcher import Assistant
+        from app.roles.assistant import Assistant
 
         ray = import_ray()
         cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)

@@ -6,7 +6,7 @@ once answered insomnia with "值得好好庆祝一下"). A bank of short exchang
 project, each with its topic and mood, lets each message see the exchanges closest to it.
 
 "Closest" costs no extra model run: the mood step already decodes the message with the steering
-role and copies middle-layer hidden states for its head (app/hidden.py). Those states, pooled
+role and copies middle-layer hidden states for its head (app/llm/hidden.py). Those states, pooled
 as the head's features, are the message's vector. The bank's inputs are read the same way once
 per model (about 20 s on 2 cores for ~180 exchanges), and the vectors are kept in a cache file
 keyed by model, bank, prompt and layers. Vectors are standardised by the bank's own mean and

@@ -23,29 +23,14 @@ real handlers right after it.
 
 from __future__ import annotations
 
-import ctypes
-import os
 import signal
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-import llama_cpp
 import numpy as np
 
-_GGML = ctypes.CDLL(os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml-base.so"))
-_GGML.ggml_get_name.restype = ctypes.c_char_p
-_GGML.ggml_get_name.argtypes = [ctypes.c_void_p]
-_GGML.ggml_nelements.restype = ctypes.c_int64
-_GGML.ggml_nelements.argtypes = [ctypes.c_void_p]
-_GGML.ggml_nbytes.restype = ctypes.c_size_t
-_GGML.ggml_nbytes.argtypes = [ctypes.c_void_p]
-_GGML.ggml_backend_tensor_get.argtypes = [
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.c_size_t,
-]
+from app.llm.native import eval_callback, tensor_floats, tensor_name
 
 
 class LayerTap:
@@ -57,7 +42,7 @@ class LayerTap:
         self._last: bytes | None = None  # stop the pass after this tensor (early exit)
         self.cut_short = False  # the last watched pass stopped early: its logits are stale
         # Kept on the instance: llama.cpp holds a raw pointer to it for the context's lifetime.
-        self.callback = llama_cpp.llama_cpp.ggml_backend_sched_eval_callback(self._on_tensor)
+        self.callback = eval_callback(self.on_tensor)
 
     @contextmanager
     def watch(self, layers: Sequence[int], *, stop: bool = False) -> Iterator[None]:
@@ -98,19 +83,17 @@ class LayerTap:
                 out[seq, index, n_embd:] = text.mean(axis=0)
         return out
 
-    def _on_tensor(self, tensor: int, ask: bool, _user_data: int) -> bool:
+    def on_tensor(self, tensor: int, ask: bool, _user_data: int) -> bool:
         if not self._wanted:
             return not ask  # "no" to every question; "go on" after a tensor (never reached)
         try:
-            name = _GGML.ggml_get_name(tensor)
+            name = tensor_name(tensor)
             index = self._wanted.get(name)
             if ask:
                 return index is not None
             if index is not None:
-                count = _GGML.ggml_nelements(tensor)
-                if _GGML.ggml_nbytes(tensor) == count * 4:  # layer outputs are float32 on CPU
-                    data = np.empty(count, dtype=np.float32)
-                    _GGML.ggml_backend_tensor_get(tensor, data.ctypes.data, 0, count * 4)
+                data = tensor_floats(tensor)
+                if data is not None:
                     self._rows[index].append(data)
             if name == self._last:  # early exit: "stop" ends this graph's computation here
                 self.cut_short = True

@@ -99,13 +99,14 @@ class Vocab:
 
     def ends_reply(self, token: int) -> bool:
         """End of generation or a control token (a role marker): never shown, ends the reply."""
-        return bool(
-            llama_cpp.llama_vocab_is_eog(self._vocab, token)
-            or llama_cpp.llama_vocab_is_control(self._vocab, token)
-        )
+        return self.is_end_of_generation(token) or self.is_control(token)
 
     def is_end_of_generation(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))
+
+    def is_control(self, token: int) -> bool:
+        """A template marker such as <|im_start|>: user text must never produce one."""
+        return bool(llama_cpp.llama_vocab_is_control(self._vocab, token))
 
 
 # -- contexts, batches and sequence KV ---------------------------------------------------------

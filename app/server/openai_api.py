@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import InputError
-from app.llm.completion import Completion, TokenLogprob, Usage
+from app.llm import Completion, TokenLogprob, Usage
 from app.roles.assistant import Turn
 from app.roles.json_output import JsonFormat
 from app.roles.tools import (

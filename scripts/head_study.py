@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from app.jobs.training import TRAIN_ROWS, balanced_sample, extract, read_rows  # noqa: E402
+from app.jobs.training import TRAIN_ROWS, balanced_sample, extract, read_labelled_rows  # noqa: E402
 from app.measure.evaluation import DEFAULT_DEV, load_labelled  # noqa: E402
 from app.roles.assistant import Assistant  # noqa: E402
 
@@ -108,7 +108,7 @@ def main() -> None:
 def features(assistant, role, args) -> dict[str, np.ndarray]:
     """States of LAYERS (n, layers, 2 * n_embd) and 0/1 targets for train, dev, conversational."""
     work = assistant.settings.cache_dir / "head-study"
-    texts, labels = read_rows(TRAIN_ROWS)
+    texts, labels = read_labelled_rows(TRAIN_ROWS)
     picked = balanced_sample(texts, labels, role.labels, args.sample, args.seed)
     sets = {"train": ([t for t, _ in picked], [label for _, label in picked])}
     if args.rest:

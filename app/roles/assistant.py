@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from app.atomic import atomic_open
 from app.config import Settings, load_settings
 from app.errors import InputError, InputTooLong
 from app.jobs.files import windows
@@ -447,9 +448,8 @@ class Assistant:
             kept = self._prefix_file(prompt)
             if not kept.is_file():
                 kept.parent.mkdir(parents=True, exist_ok=True)
-                partial = kept.with_name(kept.name + ".partial")
-                partial.write_bytes(self.engine.prefix_state(prompt))
-                partial.replace(kept)
+                with atomic_open(kept, "wb") as out:
+                    out.write(self.engine.prefix_state(prompt))
             if progress:
                 progress(len(bank.exchanges) + done, len(bank.exchanges) + len(groups))
         self._banks_ready.add(chosen.name)

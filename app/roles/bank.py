@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app.atomic import atomic_open
 from app.errors import PromptsError
 
 VOTERS = 5  # nearest exchanges that vote for the group a message belongs to
@@ -81,9 +82,8 @@ class ExampleBank:
         raw = np.asarray(embed([exchange.input for exchange in self.exchanges]), dtype=np.float32)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
-            partial = cache.with_name(cache.name + ".partial.npy")
-            np.save(partial, raw)
-            partial.replace(cache)  # atomic: a killed run never leaves half a cache
+            with atomic_open(cache, "wb") as out:  # a killed run never leaves half a cache
+                np.save(out, raw)
         self._set(raw)
 
     def _set(self, raw: np.ndarray) -> None:

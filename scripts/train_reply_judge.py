@@ -69,7 +69,8 @@ def main() -> None:
     rows = []
     for message, reply in tqdm(pairs, unit="reply", file=sys.stderr):
         text = DRAFT_FOR_JUDGE.format(message=message, reply=reply)
-        rows.append(features(assistant._judge(text, judge, use_head=False, layers=layers)[1]))
+        _, states = assistant.labeller.judge(text, judge, use_head=False, layers=layers)
+        rows.append(features(states))
     x = np.stack(rows)
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
     z = (x - mean) / scale

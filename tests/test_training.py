@@ -9,6 +9,7 @@ import pytest
 from app import cli
 from app.errors import InputError
 from app.jobs import training
+from app.roles import user_heads
 from app.roles.prompts import load_roles
 from tests.conftest import ROOT, FakeEngine, write
 
@@ -95,7 +96,7 @@ def test_train_head_command_writes_the_user_head_the_loader_finds(fake_assistant
     path = training.user_head_path(FakeEngine.model_name, "mood")
     assert str(path) in result.output and json.loads(path.read_text())["model"] == "Fake Model"
     roles = load_roles(ROOT / "prompts.yaml")
-    assert training.find_user_head("Fake Model", roles.get("mood")) is not None
+    assert user_heads.find_user_head("Fake Model", roles.get("mood")) is not None
     assert training.heads_missing(roles, "Fake Model") == ["sentiment", "sentiment-fast"]
 
 
@@ -106,8 +107,8 @@ def test_a_head_for_an_edited_prompt_is_not_used(fake_assistant, monkeypatch):
     CliRunner().invoke(cli.main, ["train-head", "--rows", "20"], catch_exceptions=False)
     role = load_roles(ROOT / "prompts.yaml").sentiment
     edited = role.model_copy(update={"system": role.system + "改了"})
-    assert training.find_user_head("Fake Model", role) is not None
-    assert training.find_user_head("Fake Model", edited) is None
+    assert user_heads.find_user_head("Fake Model", role) is not None
+    assert user_heads.find_user_head("Fake Model", edited) is None
 
 
 @pytest.mark.parametrize(

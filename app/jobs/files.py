@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from app.atomic import atomic_open
 from app.errors import InputError
-
-T = TypeVar("T")
+from app.roles.labelling import windows
 
 INPUT_FORMATS = (".txt", ".csv", ".jsonl")
 OUTPUT_FORMATS = (".csv", ".jsonl")
@@ -268,18 +267,6 @@ def classify_file(
     journal.unlink(missing_ok=True)
     summary.output = target
     return summary
-
-
-def windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """`items` in lists of `size` (the last may be shorter), read lazily."""
-    window: list[T] = []
-    for item in items:
-        window.append(item)
-        if len(window) == size:
-            yield window
-            window = []
-    if window:
-        yield window
 
 
 def _label_together(

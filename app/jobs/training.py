@@ -9,8 +9,8 @@ How: a class-balanced sample of rows goes through the role's prompt on the list 
 pooled states of the head's layers are saved in chunks of CHUNK rows under the cache folder,
 so Ctrl-C and the same command again resumes where it stopped. A standardised logistic
 regression is fit (app/roles/head.py; C by 5-fold cross-validation on those rows) and written to
-the per-user data folder, keyed by model and role, never into site-packages. `find_user_head`
-is how `Assistant.load` finds it again.
+the per-user data folder, keyed by model and role, never into site-packages; the roles layer
+finds it there again (app/roles/user_heads.py).
 """
 
 from __future__ import annotations
@@ -18,9 +18,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import os
 import random
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -29,61 +27,15 @@ import numpy as np
 from app.atomic import atomic_open, write_text_atomic
 from app.config import bundled_file
 from app.errors import InputError
-from app.roles.head import Head, fit, load_head
+from app.roles.head import Head, fit
 from app.roles.prompts import Role, RoleBook
+from app.roles.user_heads import TRAIN_LABELS, user_head_path, with_user_heads
+
+# Named here for the CLI, which lists the heads to train (heads_missing) with this command.
+from app.roles.user_heads import train_command as train_command
 
 CHUNK = 256  # rows a chunk file holds: the most an interrupt loses
 TRAIN_ROWS = bundled_file("reviews_train.csv.gz", "data/reviews_train.csv.gz")
-TRAIN_LABELS = ("正面", "负面")  # the labels of the bundled rows
-SECONDS_PER_ROW = 0.25  # measured here: 2,000 rows in 8 min 14 s (2 cores, the 0.5B model)
-
-
-def user_heads_dir() -> Path:
-    """Heads trained on this machine: $XDG_DATA_HOME/allinone/heads (~/.local/share/...)."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "allinone" / "heads"
-
-
-def user_head_path(model_name: str, role: str) -> Path:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", model_name).strip("-").lower() or "model"
-    return user_heads_dir() / slug / f"{role}.json"
-
-
-def train_command(role: str) -> str:
-    minutes = max(1, round(2000 * SECONDS_PER_ROW / 60))
-    return f"allinone train-head --role {role} (about {minutes} minutes for 2,000 rows on 2 cores)"
-
-
-def retrain_hint(role: Role) -> str:
-    """How to get `role` a head for the loaded model: train-head for roles with the bundled
-    rows' labels, else the role's own ratings (the reply judge)."""
-    if set(role.labels) <= set(TRAIN_LABELS):
-        return train_command(role.name)
-    return f"python scripts/train_reply_judge.py --role {role.name} (from a checkout)"
-
-
-def find_user_head(model_name: str, role: Role) -> Head | None:
-    """The head this machine trained for `role` on `model_name`, if any and still valid for the
-    role's prompt and labels; a stale one is ignored (the caller warns with the command)."""
-    path = user_head_path(model_name, role.name)
-    if not path.is_file():
-        return None
-    head = load_head(path, f"{path}")
-    if head.labels != role.labels or head.fingerprint != role.fingerprint():
-        return None
-    return head
-
-
-def with_user_heads(roles: RoleBook, model_name: str) -> RoleBook:
-    """`roles` with the heads trained on this machine for `model_name` swapped in wherever
-    the shipped head is another model's (or missing)."""
-    heads = dict(roles.heads)
-    for name, role in roles.roles.items():
-        if role.head and (name not in heads or heads[name].model != model_name):
-            found = find_user_head(model_name, role)
-            if found is not None:
-                heads[name] = found
-    return roles.model_copy(update={"heads": heads})
 
 
 def heads_missing(roles: RoleBook, model_name: str) -> list[str]:

@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-from app.llm.completion import Completion
+from app.llm import Completion
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ class Output(_Strict):
         return self
 
 
-class Generation(_Strict):
+class GenerationSettings(_Strict):
     """Sampling settings for free-text roles (label roles are decoded greedily)."""
 
     temperature: float = Field(default=0.7, ge=0.0, le=2.0)
@@ -76,7 +76,7 @@ class Generation(_Strict):
     )
 
 
-class Example(_Strict):
+class FewShot(_Strict):
     """A few-shot turn: shown to the model before the real input, inside the cached prefix."""
 
     input: str = Field(min_length=1)
@@ -120,8 +120,8 @@ class Role(_Strict):
     system: str = Field(min_length=1)
     template: str = TEXT_SLOT
     output: Output
-    generation: Generation = Generation()
-    examples: tuple[Example, ...] = ()
+    generation: GenerationSettings = GenerationSettings()
+    examples: tuple[FewShot, ...] = ()
     steered_by: str | None = Field(
         default=None, description="A label role whose verdict on the input picks a tone."
     )
@@ -212,7 +212,7 @@ class Role(_Strict):
             return self.system.rstrip()
         return f"{self.system.rstrip()}\n{tone.instruction.strip()}"
 
-    def examples_for(self, tone_label: str | None = None) -> tuple[Example, ...]:
+    def examples_for(self, tone_label: str | None = None) -> tuple[FewShot, ...]:
         """The few-shot turns shown in `tone_label`'s tone: those without a tone, plus its own."""
         return tuple(e for e in self.examples if e.tone is None or e.tone == tone_label)
 

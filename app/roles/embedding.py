@@ -45,10 +45,21 @@ class Embedder:
 
     def _prompt(self, text: str) -> Prompt:
         """The cached system turn, the user turn's opening, then the text and nothing after it
-        (the template's tail would be the same in every vector)."""
+        (the template's tail would be the same in every vector).
+
+        The text's tokens are found in the rendered prompt, not counted from the prefix: the
+        user turn's opening (<|im_start|>user and a newline) stands between the two, and
+        cutting at prefix + len(text) kept the opening instead of the text's end, so texts of
+        one token length got one vector.
+        """
         system = {"role": "system", "content": EMBED_SYSTEM}
         prompt = self.engine.chat_prompt(
             [system, {"role": "user", "content": text}], prefix_messages=1
         )
-        end = prompt.prefix_len + len(self.engine.tokenize(text))
-        return Prompt(tokens=prompt.tokens[:end], prefix_len=prompt.prefix_len)
+        wanted = self.engine.tokenize(text)
+        tokens = prompt.tokens
+        for start in range(prompt.prefix_len, len(tokens) - len(wanted) + 1):
+            if tokens[start : start + len(wanted)] == wanted:
+                end = start + len(wanted)
+                return Prompt(tokens=tokens[:end], prefix_len=prompt.prefix_len)
+        raise InputError("The model's chat template changed the text; it cannot be embedded.")

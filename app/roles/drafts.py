@@ -5,9 +5,9 @@ better than any one: blind-rated, a perfect pick among 5 drafts scores 3.55 / 5 
 reply scores 2.91 (25 tuning messages; 2.94 vs 2.35 on 90 others). A judge role (two labels,
 its head fit on blind ratings of replies) scores each draft from one stopped forward pass. It
 finds about half of that gain on held-out tuning messages; on the rating set the gain is within
-the raters' noise (README, "Chat quality"). The drafts are written together in the scheduler's
-slots, and the reply then arrives whole: ~5.8 s instead of a first piece at ~0.3 s. So this is
-opt-in (`generation.candidates`), and 1, streaming token by token, is the default.
+the raters' noise (docs/accuracy.md, "Chat quality"). The drafts are written together in the
+scheduler's slots, and the reply then arrives whole: ~5.8 s instead of a first piece at ~0.3 s.
+So this is opt-in (`generation.candidates`), and 1, streaming token by token, is the default.
 """
 
 from __future__ import annotations

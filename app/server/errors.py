@@ -58,7 +58,7 @@ async def _bad_request(request: Request, error: RequestValidationError) -> JSONR
     where = ".".join(str(part) for part in first["loc"] if part != "body")
     message = first["msg"]
     if first.get("type") == "extra_forbidden":
-        message = "unknown field; this server does not support it (see the README's list)."
+        message = "unknown field; this server does not support it (see docs/openai-api.md)."
     return error_body(400, f"{where or 'body'}: {message}", param=where or None)
 
 

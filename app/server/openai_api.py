@@ -3,7 +3,8 @@
 Why a module of its own: the rule "every field a client sends is honoured or refused, never
 ignored" needs one place that lists them all. Request models forbid unknown fields (a 400 naming
 the field); fields OpenAI defines that this server does not do are declared, so the refusal says
-why; the few accepted and ignored are listed in `IGNORED` with the reason (the README shows it).
+why; the few accepted and ignored are listed in `IGNORED` with the reason (docs/openai-api.md
+shows it).
 Part of the server shell: the core (app/roles/assistant.py) knows nothing of this.
 """
 
@@ -32,7 +33,7 @@ from app.roles.tools import (
 MAX_N = 8  # choices are generated one after another on the one model
 MAX_TOP_LOGPROBS = 20  # as OpenAI
 
-# Accepted and ignored, with the reason (shown in the README).
+# Accepted and ignored, with the reason (shown in docs/openai-api.md).
 IGNORED = {
     "user": "an end-user id for OpenAI's abuse monitoring; nothing is monitored here",
     "safety_identifier": "the same as user",

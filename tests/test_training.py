@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from app import cli
+from app.cli import common
 from app.errors import InputError
 from app.jobs import training
 from app.roles import user_heads
@@ -88,7 +89,7 @@ def test_features_are_kept_in_chunks_and_a_second_run_reads_them(tmp_path, fake_
 def test_train_head_command_writes_the_user_head_the_loader_finds(fake_assistant, monkeypatch):
     from click.testing import CliRunner
 
-    monkeypatch.setattr(cli, "_load", lambda settings: fake_assistant)
+    monkeypatch.setattr(common, "load_assistant", lambda settings: fake_assistant)
     result = CliRunner().invoke(
         cli.main, ["train-head", "--role", "mood", "--rows", "40"], catch_exceptions=False
     )
@@ -103,7 +104,7 @@ def test_train_head_command_writes_the_user_head_the_loader_finds(fake_assistant
 def test_a_head_for_an_edited_prompt_is_not_used(fake_assistant, monkeypatch):
     from click.testing import CliRunner
 
-    monkeypatch.setattr(cli, "_load", lambda settings: fake_assistant)
+    monkeypatch.setattr(common, "load_assistant", lambda settings: fake_assistant)
     CliRunner().invoke(cli.main, ["train-head", "--rows", "20"], catch_exceptions=False)
     role = load_roles(ROOT / "prompts.yaml").sentiment
     edited = role.model_copy(update={"system": role.system + "改了"})
@@ -122,7 +123,7 @@ def test_a_head_for_an_edited_prompt_is_not_used(fake_assistant, monkeypatch):
 def test_bad_train_head_flags_are_one_line_errors(fake_assistant, monkeypatch, flags, message):
     from click.testing import CliRunner
 
-    monkeypatch.setattr(cli, "_load", lambda settings: fake_assistant)
+    monkeypatch.setattr(common, "load_assistant", lambda settings: fake_assistant)
     result = CliRunner().invoke(cli.main, ["train-head", *flags])
     assert result.exit_code != 0 and message in result.output
     assert "Traceback" not in result.output

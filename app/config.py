@@ -17,21 +17,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from app.errors import AllInOneError
 
 # The source checkout (where pyproject.toml sits next to app/), or None for an installed wheel.
-_SOURCE_ROOT = Path(__file__).resolve().parent.parent
-IN_SOURCE_TREE = (_SOURCE_ROOT / "pyproject.toml").is_file()
+SOURCE_ROOT = Path(__file__).resolve().parent.parent
+IN_SOURCE_TREE = (SOURCE_ROOT / "pyproject.toml").is_file()
 
 
 def bundled_file(name: str, source_relpath: str) -> Path:
     """Where a shipped data file lives: in the checkout, or inside the installed package."""
     if IN_SOURCE_TREE:
-        return _SOURCE_ROOT / source_relpath
+        return SOURCE_ROOT / source_relpath
     return Path(str(resources.files("app") / "_data" / name))
 
 
 def default_models_dir() -> Path:
     """`models/` of the checkout; for an installed wheel, a per-user cache folder."""
     if IN_SOURCE_TREE:
-        return _SOURCE_ROOT / "models"
+        return SOURCE_ROOT / "models"
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "allinone" / "models"
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.cli import bench  # noqa: E402
+from app.cli.measuring import bench  # noqa: E402
 
 if __name__ == "__main__":
     bench(prog_name="bench.py")

@@ -22,10 +22,10 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from app.dispatcher import Assistant  # noqa: E402
-from app.head import default_layers, fit  # noqa: E402
+from app.jobs.training import TRAIN_ROWS, balanced_sample, extract, read_labelled_rows  # noqa: E402
 from app.measure.evaluation import DEFAULT_DEV, load_labelled  # noqa: E402
-from app.training import TRAIN_ROWS, balanced_sample, extract, read_rows  # noqa: E402
+from app.roles.assistant import Assistant  # noqa: E402
+from app.roles.head import default_layers, fit  # noqa: E402
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
     assistant = Assistant.load(heads=False)
     role = assistant.roles.get(args.role)
     layers = default_layers(assistant.engine.n_layer)
-    texts, labels = read_rows(TRAIN_ROWS)
+    texts, labels = read_labelled_rows(TRAIN_ROWS)
     picked = balanced_sample(texts, labels, role.labels, args.rows, args.seed)
     work = assistant.settings.cache_dir / "compare-decisions"
     key = f"{role.name}-{role.fingerprint()}-{args.rows}-{args.seed}"

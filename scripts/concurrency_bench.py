@@ -25,7 +25,7 @@ from app.measure import concurrency  # noqa: E402
 
 def measure(args: argparse.Namespace, parallel: int) -> dict:
     """Measure one --parallel value in this process."""
-    from app.dispatcher import Assistant
+    from app.roles.assistant import Assistant
 
     assistant = Assistant.load(args.model, parallel=parallel, seed=1)
     result = {

@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # runs before `pip install` too
 
-from app.cli import download  # noqa: E402
+from app.cli.models import download  # noqa: E402
 
 if __name__ == "__main__":
     download(prog_name="download_model.py")

@@ -4,7 +4,7 @@
     python scripts/head_study.py [--rows 4096] [--seed 13] [--out reports/head-study]
 
 1. The depth curve. Early exit stops the forward pass after the head's deepest layer
-   (app/hidden.py), so a head on shallower layers answers sooner. For each deepest layer D in
+   (app/llm/hidden.py), so a head on shallower layers answers sooner. For each deepest layer D in
    10..18, a head on the five layers D-4..D is fit on the training rows and scored on dev, and
    the list path (`read_states_many`, stopped after D) is timed on 120 dev texts, each depth
    once in each direction: accuracy against texts/s, with the full pass (every layer, the
@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from app.dispatcher import Assistant  # noqa: E402
+from app.jobs.training import TRAIN_ROWS, balanced_sample, extract, read_labelled_rows  # noqa: E402
 from app.measure.evaluation import DEFAULT_DEV, load_labelled  # noqa: E402
-from app.training import TRAIN_ROWS, balanced_sample, extract, read_rows  # noqa: E402
+from app.roles.assistant import Assistant  # noqa: E402
 
 LAYERS = tuple(range(6, 19))  # every layer any head below reads
 DEPTHS = tuple(range(10, 19))
@@ -108,7 +108,7 @@ def main() -> None:
 def features(assistant, role, args) -> dict[str, np.ndarray]:
     """States of LAYERS (n, layers, 2 * n_embd) and 0/1 targets for train, dev, conversational."""
     work = assistant.settings.cache_dir / "head-study"
-    texts, labels = read_rows(TRAIN_ROWS)
+    texts, labels = read_labelled_rows(TRAIN_ROWS)
     picked = balanced_sample(texts, labels, role.labels, args.sample, args.seed)
     sets = {"train": ([t for t, _ in picked], [label for _, label in picked])}
     if args.rest:
@@ -142,7 +142,7 @@ def features(assistant, role, args) -> dict[str, np.ndarray]:
 
 def save_head(assistant, role, data, spec: str, hidden: int = 0) -> None:
     """Fit the head of one depth as `allinone train-head` does and write it (a shipped head)."""
-    from app.head import fit
+    from app.roles.head import fit
 
     depth, _, path = spec.partition(":")
     indices = band(int(depth))
@@ -170,7 +170,7 @@ def band(depth: int) -> list[int]:
 
 
 def fit_and_score(train_x, train_y, tests: dict[str, tuple[np.ndarray, np.ndarray]]):
-    """A standardised logistic regression, C by 5-fold CV on train (as app/head.py fits)."""
+    """A standardised logistic regression, C by 5-fold CV on train (as app/roles/head.py fits)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_score
 

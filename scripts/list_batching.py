@@ -4,7 +4,7 @@
     python scripts/list_batching.py --streams 7 --limit 300
 
 Compares the one-text path (Engine.choose: each text decoded alone after the cached role
-prefix) with the list path's layout (app/streams.py: texts of close token lengths decoded in one
+prefix) with the list path's layout (app/llm/streams.py: texts of close token lengths decoded in one
 call, each in its own KV stream, padded to the longest). It prints how many texts got
 bit-identical label logits on both paths, whether the decision ever differs, and the user-text
 tokens/s of each against raw prompt processing (the bench's floor). `--streams` and `--slack`
@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from app.engine import PAD_SLACK, STREAM_CELLS, STREAMS  # noqa: E402
+from app.llm.labels import PAD_SLACK, STREAM_CELLS, STREAMS  # noqa: E402
 from app.measure.evaluation import DEFAULT_DEV, load_labelled  # noqa: E402
 
 
@@ -50,13 +50,13 @@ def main() -> None:
     if args.slack < 0:
         sys.exit("--slack must be 0 or more.")
 
-    from app.dispatcher import Assistant
+    from app.llm.streams import StreamBatch, plan
     from app.measure.bench import raw_floor
-    from app.streams import StreamBatch, plan
+    from app.roles.assistant import Assistant
 
     assistant = Assistant.load(heads=False)
     engine, role = assistant.engine, assistant.roles.get("sentiment")
-    streams = StreamBatch(engine.llm, engine._tap, streams=args.streams, cells=STREAM_CELLS)
+    streams = StreamBatch(engine.llm, engine.tap, streams=args.streams, cells=STREAM_CELLS)
     examples, prompts = [], []
     for example in load_labelled(args.data):
         prompt = assistant.prompt_for(role, example.text)
@@ -68,8 +68,8 @@ def main() -> None:
     started = time.perf_counter()
     single = []
     for prompt in prompts:  # the one-text path, as Engine.choose decodes
-        engine._evaluate(prompt, exact=True)
-        single.append(engine._last_logits().copy())
+        engine.kv.evaluate(prompt, exact=True)
+        single.append(engine.kv.last_logits().copy())
     single_seconds = time.perf_counter() - started
 
     rests = [prompt.tokens[len(prefix) :] for prompt in prompts]

@@ -69,9 +69,9 @@ def _checkout(rev: str, into: Path) -> Path:
 def make(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from app.dispatcher import Assistant
     from app.measure.chat_quality import load_messages
-    from app.prompts import load_roles
+    from app.roles.assistant import Assistant
+    from app.roles.prompts import load_roles
 
     messages = load_messages(args.messages)
     new = Assistant.load()
@@ -113,9 +113,9 @@ def sheet(args: argparse.Namespace) -> None:
     import yaml
     from tqdm import tqdm
 
-    from app.dispatcher import Assistant
     from app.measure.chat_quality import load_messages
-    from app.prompts import load_roles, parse_roles
+    from app.roles.assistant import Assistant
+    from app.roles.prompts import load_roles, parse_roles
 
     messages = load_messages(args.messages)[:: args.every]
     raw = yaml.safe_load(args.prompts.read_text(encoding="utf-8"))

@@ -40,8 +40,8 @@ def shipped_texts(rows: int) -> list[str]:
 
 def single_process(texts: list[str], window: int) -> dict:
     """`allinone classify FILE`'s path: one model, 2 threads, classify_many by windows."""
-    from app.dispatcher import Assistant
-    from app.files import windows
+    from app.jobs.files import windows
+    from app.roles.assistant import Assistant
 
     started = time.perf_counter()
     assistant = Assistant.load(n_threads=2)
@@ -66,7 +66,7 @@ def single_process(texts: list[str], window: int) -> dict:
 def on_ray(texts: list[str], actors: int, threads: int, window: int) -> dict:
     import ray
 
-    from app.ray_classify import classify_dataset
+    from app.jobs.ray_classify import classify_dataset
 
     items = [{"id": i, "text": text} for i, text in enumerate(texts)]
     dataset = ray.data.from_items(items, override_num_blocks=max(1, len(texts) // window))

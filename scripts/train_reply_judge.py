@@ -5,7 +5,7 @@
 
 Each rated reply (a message, a reply, its mean 1-5 rating over the rubric of
 docs/ratings/README.md) goes through the `reply-judge` role's prompt as the drafts do at run time
-(app/drafts.py); the pooled states of the head's layers are the features. A ridge regression
+(app/roles/drafts.py); the pooled states of the head's layers are the features. A ridge regression
 predicts the rating; the head stores it with the bias shifted by 3, so P(好) > 0.5 means a
 predicted rating above 3 (the middle of the rubric) and P(好) ranks drafts as the rating would.
 The ridge strength is chosen by leave-one-message-out cross-validation on what the head is for:
@@ -51,9 +51,9 @@ def main() -> None:
 
     from tqdm import tqdm
 
-    from app.dispatcher import Assistant
-    from app.drafts import DRAFT_FOR_JUDGE
-    from app.head import Head, default_layers, features
+    from app.roles.assistant import Assistant
+    from app.roles.drafts import DRAFT_FOR_JUDGE
+    from app.roles.head import Head, default_layers, features
 
     rated: dict[tuple[str, str], list[float]] = defaultdict(list)
     for line in args.ratings.read_text(encoding="utf-8").splitlines():
@@ -69,7 +69,8 @@ def main() -> None:
     rows = []
     for message, reply in tqdm(pairs, unit="reply", file=sys.stderr):
         text = DRAFT_FOR_JUDGE.format(message=message, reply=reply)
-        rows.append(features(assistant._judge(text, judge, use_head=False, layers=layers)[1]))
+        _, states = assistant.labeller.judge(text, judge, use_head=False, layers=layers)
+        rows.append(features(states))
     x = np.stack(rows)
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
     z = (x - mean) / scale

@@ -16,13 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.completion import Completion
 from app.config import load_settings
-from app.dispatcher import Assistant
-from app.engine import Prompt, Sampling
 from app.errors import InputTooLong, ModelNotFound
+from app.llm import Prompt, Sampling
+from app.llm.completion import Completion
 from app.models import resolve_model_path
-from app.prompts import load_roles
+from app.roles.assistant import Assistant
+from app.roles.prompts import load_roles
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from app.bank import ExampleBank, Exchange, load_bank
 from app.errors import PromptsError
 from app.measure import chat_quality as cq
+from app.roles.bank import ExampleBank, Exchange, load_bank
 from tests.conftest import ROOT, write
 
 BANK = ROOT / "banks" / "chat.yaml"

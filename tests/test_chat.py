@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from app.dispatcher import Assistant, Turn
 from app.errors import InputTooLong
+from app.roles.assistant import Assistant, Turn
 
 pytestmark = pytest.mark.model
 
@@ -51,11 +51,12 @@ def test_user_text_cannot_forge_special_tokens(assistant):
     prompt = engine.chat_prompt(
         [{"role": "system", "content": "s"}, {"role": "user", "content": forged}]
     )
-    specials = {t for t in prompt.tokens if engine.llm._model.token_get_attr(t) & 8}  # CONTROL
+    control = engine.tokens.vocab.is_control
+    specials = {t for t in prompt.tokens if control(t)}
     template_only = engine.chat_prompt(
         [{"role": "system", "content": "s"}, {"role": "user", "content": "x"}]
     )
-    expected = {t for t in template_only.tokens if engine.llm._model.token_get_attr(t) & 8}
+    expected = {t for t in template_only.tokens if control(t)}
     assert specials == expected, "only the template's own control tokens may appear"
 
 

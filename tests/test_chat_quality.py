@@ -40,10 +40,10 @@ def test_summary_on_hand_made_replies():
 def test_replies_are_judged_by_the_role_that_steers_the_tone(fake_assistant, monkeypatch):
     fake_assistant.prepare_bank()  # the bank's own reading is not what this test watches
     judged_by = []
-    judge = fake_assistant._judge
+    judge = fake_assistant.labeller.judge
     monkeypatch.setattr(
-        fake_assistant,
-        "_judge",
+        fake_assistant.labeller,
+        "judge",
         lambda text, role, **kw: judged_by.append(role.name) or judge(text, role, **kw),
     )
     cq.collect(fake_assistant, [cq.Message("唉，又失眠了", "venting", "负面")])

@@ -7,12 +7,13 @@ import pytest
 from click.testing import CliRunner
 
 from app import cli
+from app.cli import common
 from tests.conftest import run_cli, write
 
 
 @pytest.fixture
 def runner(monkeypatch, fake_assistant):
-    monkeypatch.setattr(cli, "_load", lambda settings: fake_assistant)
+    monkeypatch.setattr(common, "load_assistant", lambda settings: fake_assistant)
     return CliRunner()
 
 
@@ -163,10 +164,10 @@ def test_classify_file_bad_rows_stop_or_skip(runner, tmp_path):
 
 
 def test_one_conversation_commands_make_no_reply_slots_unless_asked(monkeypatch):
-    from app.cli import _one_conversation
+    from app.cli.chat import one_conversation
 
     monkeypatch.delenv("ALLINONE_PARALLEL", raising=False)
-    assert _one_conversation({"parallel": None})["parallel"] == 1
-    assert _one_conversation({"parallel": 3})["parallel"] == 3
+    assert one_conversation({"parallel": None})["parallel"] == 1
+    assert one_conversation({"parallel": 3})["parallel"] == 3
     monkeypatch.setenv("ALLINONE_PARALLEL", "2")
-    assert _one_conversation({"parallel": None})["parallel"] is None  # the setting reads the env
+    assert one_conversation({"parallel": None})["parallel"] is None  # the setting reads the env

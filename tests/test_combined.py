@@ -25,9 +25,10 @@ def test_tone_follows_the_verdict(assistant):
     """The negative tone instruction is in the prompt the model saw; the positive one is not."""
     engine = assistant.engine
     role = assistant.roles.chat
-    prefix = assistant._prefix_messages(role, "负面")
-    sampling, _, _ = assistant._sampling(role, {})
-    prompt = assistant._fit_history(role, prefix, 1, "今天又被老板骂了。", [], sampling)
+    prompts = assistant.prompt_builder
+    prefix = prompts.prefix_messages(role, "负面")
+    sampling, _, _ = assistant.replier.sampling(role, {})
+    prompt = prompts.fit_history(role, prefix, 1, "今天又被老板骂了。", [], sampling)
     text = engine.llm.detokenize(prompt.tokens, special=True).decode("utf-8")
     negative, positive = role.tones["负面"].instruction, role.tones["正面"].instruction
     assert negative in text and positive not in text
@@ -35,7 +36,7 @@ def test_tone_follows_the_verdict(assistant):
 
 def test_a_fact_from_an_earlier_turn_survives_the_retrieved_examples(assistant):
     """Feel + reply puts tone and bank turns before the history: the history must still count."""
-    from app.dispatcher import Turn
+    from app.roles.assistant import Turn
 
     question = "我的猫叫什么名字？"
     history = [Turn("user", "我养了一只猫，叫咪咪。"), Turn("assistant", "好可爱呀！")]

@@ -1,4 +1,4 @@
-"""The corpus bookkeeping of a cluster run (app/corpus.py): row ids, blocks, the per-block journal
+"""The corpus bookkeeping of a cluster run (app/jobs/corpus.py): row ids, blocks, the block journal
 and the outputs, without a model or Ray."""
 
 import csv
@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from app.corpus import (
+from app.errors import InputError
+from app.jobs.corpus import (
     BlockJournal,
     check_target,
     input_files,
@@ -17,7 +18,6 @@ from app.corpus import (
     output_paths,
     write_outputs,
 )
-from app.errors import InputError
 from tests.conftest import write
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from app.dispatcher import Turn, Verdict
 from app.errors import InputError, InputTooLong, UnknownRole
+from app.roles.assistant import Turn, Verdict
 
 
 def test_sentiment_picks_the_most_likely_label(fake_assistant, fake_engine):

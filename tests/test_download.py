@@ -5,8 +5,8 @@ import zipfile
 
 import pytest
 
-from app.download import copy_local, download
 from app.errors import DownloadError
+from app.jobs.download import copy_local, download
 from app.models import Catalog
 
 PARTS = [b"GGUF" + b"a" * 3000, b"b" * 2000, b"c" * 1000]

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from app.completion import Completion
-from app.drafts import DRAFT_FOR_JUDGE, best_draft
 from app.errors import PromptsError
-from app.prompts import load_roles
+from app.llm.completion import Completion
+from app.roles.drafts import DRAFT_FOR_JUDGE, best_draft
+from app.roles.prompts import load_roles
 from tests.conftest import copy_prompts, run_cli, shipped_prompts_text
 
 
@@ -43,8 +43,8 @@ def test_an_empty_draft_is_never_sent(fake_assistant, fake_engine):
 def test_candidates_without_a_judge_are_refused(fake_engine, tmp_path):
     """Drafts nothing can pick among would be silently dropped: say so instead."""
     from app.config import load_settings
-    from app.dispatcher import Assistant
     from app.errors import InputError
+    from app.roles.assistant import Assistant
 
     text = shipped_prompts_text().replace("    judged_by: reply-judge\n", "")
     roles = load_roles(copy_prompts(tmp_path, text))

@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.dispatcher import Assistant
-from app.engine import Sampling
-from app.hidden import LayerTap
+from app.llm import Sampling
+from app.llm.hidden import LayerTap
+from app.roles.assistant import Assistant
 from tests.test_streams import TEXTS
 
 pytestmark = pytest.mark.model
@@ -31,18 +31,18 @@ def test_stopped_pass_gives_the_full_pass_states_bit_for_bit(assistant: Assistan
     for prompt in prompts:
         _, full = engine.choose(prompt, role.labels, layers=head.layers)
         stopped = engine.read_states(prompt, head.layers)
-        assert engine._tap.cut_short, "the pass was not stopped early"
+        assert engine.tap.cut_short, "the pass was not stopped early"
         assert np.array_equal(stopped, full)
 
 
 def test_list_path_stops_early_with_the_same_states(assistant: Assistant) -> None:
     role, head, prompts = _head_and_prompts(assistant)
     engine = assistant.engine
-    calls = list(engine._stream_sets(prompts))
+    calls = list(engine.labels.stream_sets(prompts))
     assert any(prefix is not None and len(ids) > 2 for ids, prefix, _ in calls)
     full = [states for _, states in engine.choose_many(prompts, role.labels, layers=head.layers)]
     stopped = engine.read_states_many(prompts, head.layers)
-    assert engine._tap.cut_short
+    assert engine.tap.cut_short
     assert all(np.array_equal(a, b) for a, b in zip(stopped, full, strict=True))
 
 
@@ -64,11 +64,11 @@ def test_logits_of_a_stopped_pass_cannot_be_read(assistant: Assistant) -> None:
     engine = assistant.engine
     engine.read_states(prompts[0], head.layers)
     with pytest.raises(RuntimeError, match="stopped early"):
-        engine._last_logits()
+        engine.kv.last_logits()
     with pytest.raises(ValueError, match="logits"):  # the list path refuses it too
-        engine._stream_batch().decode(prompts[0].tokens[:1], [[1, 2]], (), logits=False)
+        engine.labels.stream_batch().decode(prompts[0].tokens[:1], [[1, 2]], (), logits=False)
     engine.choose(prompts[0], role.labels)  # a full pass makes them readable again
-    assert engine._last_logits().shape == (engine.n_vocab,)
+    assert engine.kv.last_logits().shape == (engine.n_vocab,)
 
 
 def test_nothing_after_a_stopped_pass_sees_its_kv(assistant: Assistant) -> None:
@@ -96,28 +96,27 @@ def test_roles_without_a_head_and_grammar_decoding_run_the_full_pass(
 ) -> None:
     engine = assistant.engine
     verdict = assistant.classify(TEXTS[0], decode="logits")
-    assert not engine._tap.cut_short and not engine._logits_stale
+    assert not engine.tap.cut_short and not engine.kv.logits_stale
     assert verdict.label in ("正面", "负面")
     assert assistant.classify(TEXTS[0], decode="grammar").label in ("正面", "负面")
-    assert not engine._logits_stale
+    assert not engine.kv.logits_stale
 
 
 def test_watch_with_stop_ends_only_after_the_deepest_layer(monkeypatch) -> None:
     """The callback's answers, on fake tensors (no copy: their sizes do not match float32)."""
-    import app.hidden as hidden
+    import app.llm.hidden as hidden
 
     names = {1: b"l_out-14", 2: b"l_out-18", 3: b"l_out-19"}
-    monkeypatch.setattr(hidden._GGML, "ggml_get_name", names.get)
-    monkeypatch.setattr(hidden._GGML, "ggml_nelements", lambda tensor: 1)
-    monkeypatch.setattr(hidden._GGML, "ggml_nbytes", lambda tensor: 0)
+    monkeypatch.setattr(hidden, "tensor_name", names.get)
+    monkeypatch.setattr(hidden, "tensor_floats", lambda tensor: None)
     tap = LayerTap()
     with tap.watch([14, 18], stop=True):
-        assert tap._on_tensor(1, True, 0) is True
-        assert tap._on_tensor(3, True, 0) is False  # not watched: not asked for
-        assert tap._on_tensor(1, False, 0) is True  # layer 14: go on
+        assert tap.on_tensor(1, True, 0) is True
+        assert tap.on_tensor(3, True, 0) is False  # not watched: not asked for
+        assert tap.on_tensor(1, False, 0) is True  # layer 14: go on
         assert not tap.cut_short
-        assert tap._on_tensor(2, False, 0) is False  # layer 18, the deepest: stop
+        assert tap.on_tensor(2, False, 0) is False  # layer 18, the deepest: stop
         assert tap.cut_short
     with tap.watch([14, 18]):  # without stop: never cut short
-        assert tap._on_tensor(2, False, 0) is True
+        assert tap.on_tensor(2, False, 0) is True
         assert not tap.cut_short

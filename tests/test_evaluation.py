@@ -98,9 +98,9 @@ def test_snownlp_baseline():
 @pytest.mark.parametrize("method", ["allinone", "published", "fullpass"])
 def test_llm_methods_run_the_chosen_label_role(fake_assistant, monkeypatch, method):
     asked = []
-    prompt_for = fake_assistant.prompt_for
+    prompt_for = fake_assistant.prompt_builder.prompt_for  # every label role's prompt
     monkeypatch.setattr(
-        fake_assistant,
+        fake_assistant.prompt_builder,
         "prompt_for",
         lambda role, text: asked.append(role.name) or prompt_for(role, text),
     )
@@ -127,7 +127,7 @@ def test_real_eval_run_on_a_small_slice(tmp_path, model_path):
     out = tmp_path / "report"
     result = run_cli(
         "eval",
-        str(ROOT.parent / "shared" / "data" / "reviews_dev.csv"),
+        str(ROOT / "data" / "reviews_dev.csv"),
         "--limit",
         "12",
         "--out",

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from app.errors import InputError
-from app.files import classify_file, read_rows
+from app.jobs.files import classify_file, read_rows
 from tests.conftest import write
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from app.engine import Sampling
-from app.generation import SentenceCount, could_start_stop
-from app.guards import Ban, copy_runs
+from app.llm import Sampling
+from app.llm.bans import Ban, copy_runs
+from app.llm.generation import SentenceCount, could_start_stop
 
 
 def test_one_token_sequences_are_banned_at_every_step():
@@ -91,9 +91,9 @@ def test_avoided_words_never_appear_and_would_without_the_ban(assistant):
     """On the real model: good news answered greedily says 恭喜/开心 unless they are banned."""
     engine = assistant.engine
     role = assistant.roles.chat
-    prompt = assistant._fit_history(
+    prompt = assistant.prompt_builder.fit_history(
         role,
-        assistant._prefix_messages(role, "正面"),
+        assistant.prompt_builder.prefix_messages(role, "正面"),
         1,
         "我今天升职了，太开心了！",
         [],
@@ -123,8 +123,9 @@ def test_phrase_tokens_include_every_token_containing_the_word(assistant):
 def test_no_repeat_and_max_sentences_shape_a_real_reply(assistant):
     engine = assistant.engine
     role = assistant.roles.chat
-    prompt = assistant._fit_history(
-        role, assistant._prefix_messages(role), 1, "介绍一下怎么学做饭。", [], Sampling()
+    prompts = assistant.prompt_builder
+    prompt = prompts.fit_history(
+        role, prompts.prefix_messages(role), 1, "介绍一下怎么学做饭。", [], Sampling()
     )
     greedy = Sampling(temperature=0.0, max_tokens=120, repeat_penalty=1.0)
     loose = "".join(engine.stream(prompt, greedy))

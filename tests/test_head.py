@@ -5,11 +5,11 @@ import dataclasses
 import numpy as np
 import pytest
 
-from app import head as head_module
-from app.dispatcher import Assistant
 from app.errors import PromptsError
-from app.head import MLP_NETWORKS, Head, check_fits, fit, load_head
-from app.prompts import load_roles
+from app.roles import head as head_module
+from app.roles.assistant import Assistant
+from app.roles.head import MLP_NETWORKS, Head, check_fits, fit, load_head
+from app.roles.prompts import load_roles
 from tests.conftest import (
     ROOT,
     FakeEngine,

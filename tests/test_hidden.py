@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from app.hidden import deferred_signals
+from app.llm.hidden import deferred_signals
 
 
 def test_ctrl_c_inside_the_block_is_raised_when_it_ends():

@@ -18,9 +18,10 @@ from tests.conftest import ROOT, write
 FAST_CLI = """
 import sys, time
 from app import cli
+from app.cli import common
 from app.config import load_settings
-from app.dispatcher import Assistant
-from app.prompts import load_roles
+from app.roles.assistant import Assistant
+from app.roles.prompts import load_roles
 from tests.conftest import FakeEngine
 
 class ByParity(FakeEngine):
@@ -32,7 +33,7 @@ class ByParity(FakeEngine):
         return ([0.9, 0.1] if number % 2 == 0 else [0.1, 0.9]), []
 
 roles = load_roles("prompts.yaml").model_copy(update={"heads": {}})
-cli._load = lambda settings: Assistant(ByParity(), roles, load_settings())
+common.load_assistant = lambda settings: Assistant(ByParity(), roles, load_settings())
 cli.main(sys.argv[1:], prog_name="allinone")
 """
 

@@ -2,8 +2,8 @@
 
 import pytest
 
-from app.dispatcher import Assistant
-from app.prompts import load_roles
+from app.roles.assistant import Assistant
+from app.roles.prompts import load_roles
 from tests.conftest import copy_prompts, run_cli, shipped_prompts_text
 
 pytestmark = pytest.mark.model

@@ -1,4 +1,4 @@
-"""Continuous batching (app/scheduler.py): replies from several threads decoded together.
+"""Continuous batching (app/llm/scheduler.py): replies from several threads decoded together.
 
 The session's assistant runs with the default --parallel 4. The properties: every reply is its
 own (never mixed with another), honours its own settings, a closed reply frees its slot for a
@@ -13,8 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from app.dispatcher import Assistant, Turn
-from app.scheduler import FairLock
+from app.llm.fair_lock import FairLock
+from app.roles.assistant import Assistant, Turn
 
 LONG = "写一篇关于春天的长文章，越详细越好。"
 QUESTIONS = ["推荐一本书吧", "周末做什么好？", "最近睡不好怎么办？", "你好"]
@@ -119,7 +119,7 @@ def test_parallel_one_generates_alone_on_the_engines_context(
     try:
         completion = single.reply("你好", temperature=0.0, max_tokens=16)
         assert completion.text().strip() and completion.finish_reason in ("stop", "length")
-        assert single.engine._scheduler is None, "no second context with --parallel 1"
+        assert single.engine.scheduler is None, "no second context with --parallel 1"
         with pytest.raises(StopIteration):
             next(completion)
         # A slot starts from the role prefix's state as the engine's own context does, so a
@@ -177,6 +177,6 @@ def test_a_process_that_only_labels_makes_no_reply_context(model_path, tmp_path)
     labeller = Assistant.load(model=model_path, parallel=4, cache_dir=tmp_path, heads=False)
     try:
         assert labeller.sentiment("服务很好").label == "正面"
-        assert labeller.engine._scheduler is None, "the slots' KV is made at the first reply"
+        assert labeller.engine.scheduler is None, "the slots' KV is made at the first reply"
     finally:
         labeller.engine.close()

@@ -6,7 +6,7 @@ import pytest
 from llama_cpp import LlamaGrammar
 
 from app.errors import PromptsError, UnknownRole
-from app.prompts import load_roles
+from app.roles.prompts import load_roles
 from tests.conftest import ROOT, write
 
 GOOD_ROLE = """

@@ -124,7 +124,7 @@ def ray_in_process() -> Iterator[None]:
 def test_dataset_api_adds_label_and_confidence(
     ray_in_process, tmp_path, model_path, texts, expected
 ):
-    from app.ray_classify import classify_dataset
+    from app.jobs.ray_classify import classify_dataset
 
     for part in range(2):  # two files: two read tasks, which need CPUs beside the actors
         rows = texts[part * 20 : (part + 1) * 20] + ([" "] if part else [])

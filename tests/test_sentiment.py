@@ -27,7 +27,7 @@ def test_clear_cases(assistant, text, label):
 
 
 def dev_rows(limit):
-    with (ROOT.parent / "shared" / "data" / "reviews_dev.csv").open(encoding="utf-8") as file:
+    with (ROOT / "data" / "reviews_dev.csv").open(encoding="utf-8") as file:
         return [row["text"] for row in csv.DictReader(file)][:limit]
 
 
@@ -68,7 +68,7 @@ def test_prefix_cache_changes_nothing(assistant):
     for label in cold:
         assert cached[label] == pytest.approx(cold[label], abs=1e-4)
         assert switched[label] == pytest.approx(cold[label], abs=1e-4)
-    assert len(assistant.engine._prefix_states) >= 2, "both role prefixes are cached"
+    assert assistant.engine.kv.saved_prefixes >= 2, "both role prefixes are cached"
 
 
 def test_each_text_costs_only_its_own_tokens_and_the_template_tail(assistant):

@@ -372,6 +372,6 @@ def test_sigterm_lets_the_reply_in_flight_finish_then_exits(model_path, tmp_path
 
 def test_malloc_arenas_are_capped_on_glibc():
     """The server caps glibc's arenas so RSS does not creep with the thread pool."""
-    from app.server import limit_malloc_arenas
+    from app.server.app import limit_malloc_arenas
 
     assert limit_malloc_arenas() is True

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from app.dispatcher import Assistant
-from app.hidden import LayerTap
-from app.streams import plan
+from app.llm.hidden import LayerTap
+from app.llm.streams import plan
+from app.roles.assistant import Assistant
 
 # Texts of close token lengths: the list path decodes them together, the shorter ones padded.
 TEXTS = [
@@ -35,7 +35,7 @@ def test_some_texts_share_a_call_padded_to_a_longer_one(assistant: Assistant) ->
 def test_list_verdicts_are_bit_identical_to_one_by_one(assistant: Assistant) -> None:
     one_by_one = [assistant.sentiment(text) for text in TEXTS]
     listed = list(assistant.classify_many(TEXTS))
-    assert assistant.engine._streams is not None, "no two texts were decoded together"
+    assert assistant.engine.labels.stream_batch_made, "no two texts were decoded together"
     assert [v.probabilities for v in listed] == [v.probabilities for v in one_by_one]
     # And again, with the streams already holding the prefix (the cheap reset path).
     assert [v.probabilities for v in assistant.classify_many(TEXTS)] == [

@@ -2,8 +2,8 @@
 
 import pytest
 
-from app.bank import Exchange
-from app.prompts import parse_roles
+from app.roles.bank import Exchange
+from app.roles.prompts import parse_roles
 from tests.conftest import ROOT, FakeEngine
 
 TONED = {
@@ -35,7 +35,7 @@ TONED = {
 @pytest.fixture
 def toned(fake_engine: FakeEngine, tmp_path):
     from app.config import load_settings
-    from app.dispatcher import Assistant
+    from app.roles.assistant import Assistant
 
     roles = parse_roles(TONED, ROOT / "prompts.yaml")
     return Assistant(fake_engine, roles, load_settings(cache_dir=tmp_path))

@@ -6,9 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from app import cli, training
+from app import cli
+from app.cli import common
 from app.errors import InputError
-from app.prompts import load_roles
+from app.jobs import training
+from app.roles import user_heads
+from app.roles.prompts import load_roles
 from tests.conftest import ROOT, FakeEngine, write
 
 
@@ -19,7 +22,7 @@ def user_dirs(tmp_path, monkeypatch):
 
 
 def test_the_shipped_rows_are_the_training_file_and_balance_to_14800():
-    texts, labels = training.read_rows(training.TRAIN_ROWS)
+    texts, labels = training.read_labelled_rows(training.TRAIN_ROWS)
     assert len(texts) >= 14800 and set(labels) == {"正面", "负面"}
     picked = training.balanced_sample(texts, labels, ("正面", "负面"), 14800, seed=13)
     assert sum(label == "正面" for _, label in picked) == 7400
@@ -31,12 +34,14 @@ def test_rows_read_from_csv_and_gzip_alike(tmp_path):
     packed = tmp_path / "a.csv.gz"
     packed.write_bytes(gzip.compress(text.encode("utf-8")))
     assert (
-        training.read_rows(plain) == training.read_rows(packed) == (["好", "差"], ["正面", "负面"])
+        training.read_labelled_rows(plain)
+        == training.read_labelled_rows(packed)
+        == (["好", "差"], ["正面", "负面"])
     )
     with pytest.raises(InputError, match="'text' and 'label'"):
-        training.read_rows(write(tmp_path / "b.csv", "words,mood\n好,正面\n"))
+        training.read_labelled_rows(write(tmp_path / "b.csv", "words,mood\n好,正面\n"))
     with pytest.raises(InputError, match="not found"):
-        training.read_rows(tmp_path / "missing.csv")
+        training.read_labelled_rows(tmp_path / "missing.csv")
 
 
 def test_the_sample_is_balanced_repeatable_and_refuses_what_it_cannot_balance():
@@ -84,7 +89,7 @@ def test_features_are_kept_in_chunks_and_a_second_run_reads_them(tmp_path, fake_
 def test_train_head_command_writes_the_user_head_the_loader_finds(fake_assistant, monkeypatch):
     from click.testing import CliRunner
 
-    monkeypatch.setattr(cli, "_load", lambda settings: fake_assistant)
+    monkeypatch.setattr(common, "load_assistant", lambda settings: fake_assistant)
     result = CliRunner().invoke(
         cli.main, ["train-head", "--role", "mood", "--rows", "40"], catch_exceptions=False
     )
@@ -92,19 +97,19 @@ def test_train_head_command_writes_the_user_head_the_loader_finds(fake_assistant
     path = training.user_head_path(FakeEngine.model_name, "mood")
     assert str(path) in result.output and json.loads(path.read_text())["model"] == "Fake Model"
     roles = load_roles(ROOT / "prompts.yaml")
-    assert training.find_user_head("Fake Model", roles.get("mood")) is not None
+    assert user_heads.find_user_head("Fake Model", roles.get("mood")) is not None
     assert training.heads_missing(roles, "Fake Model") == ["sentiment", "sentiment-fast"]
 
 
 def test_a_head_for_an_edited_prompt_is_not_used(fake_assistant, monkeypatch):
     from click.testing import CliRunner
 
-    monkeypatch.setattr(cli, "_load", lambda settings: fake_assistant)
+    monkeypatch.setattr(common, "load_assistant", lambda settings: fake_assistant)
     CliRunner().invoke(cli.main, ["train-head", "--rows", "20"], catch_exceptions=False)
     role = load_roles(ROOT / "prompts.yaml").sentiment
     edited = role.model_copy(update={"system": role.system + "改了"})
-    assert training.find_user_head("Fake Model", role) is not None
-    assert training.find_user_head("Fake Model", edited) is None
+    assert user_heads.find_user_head("Fake Model", role) is not None
+    assert user_heads.find_user_head("Fake Model", edited) is None
 
 
 @pytest.mark.parametrize(
@@ -118,7 +123,7 @@ def test_a_head_for_an_edited_prompt_is_not_used(fake_assistant, monkeypatch):
 def test_bad_train_head_flags_are_one_line_errors(fake_assistant, monkeypatch, flags, message):
     from click.testing import CliRunner
 
-    monkeypatch.setattr(cli, "_load", lambda settings: fake_assistant)
+    monkeypatch.setattr(common, "load_assistant", lambda settings: fake_assistant)
     result = CliRunner().invoke(cli.main, ["train-head", *flags])
     assert result.exit_code != 0 and message in result.output
     assert "Traceback" not in result.output

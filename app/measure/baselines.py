@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from app.errors import InputError
-from app.training import read_rows
+from app.jobs.training import read_labelled_rows
 
 Predict = Callable[[str], tuple[str, float]]
 POSITIVE, NEGATIVE = "正面", "负面"
@@ -33,7 +33,7 @@ def tfidf_lr(train_path: Path) -> Predict:
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    texts, labels = read_rows(train_path)
+    texts, labels = read_labelled_rows(train_path)
     model = make_pipeline(
         TfidfVectorizer(analyzer="char", ngram_range=(1, 3), min_df=2, sublinear_tf=True),
         LogisticRegression(C=4.0, max_iter=2000),

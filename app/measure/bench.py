@@ -92,15 +92,8 @@ def raw_floor(assistant, texts: Sequence[str], repeats: int = 3) -> dict[str, fl
 
 def _generation_rate(engine, steps: int = 64) -> float:
     """Greedy one-token steps after what the engine's context holds, tokens/s."""
-    from llama_cpp._internals import LlamaSampler
-
-    llm = engine.llm
-    sampler = LlamaSampler()
-    sampler.add_greedy()
     started = time.perf_counter()
-    for _ in range(steps):
-        token = sampler.sample(llm._ctx, -1)
-        llm.eval([token])
+    engine.greedy_steps(steps)
     return steps / (time.perf_counter() - started)
 
 
@@ -301,7 +294,7 @@ main()
 # The article's method over a file of texts, one per line, in a fresh process.
 _ARTICLE_RUN = """
 import sys
-from app.dispatcher import Assistant
+from app.roles.assistant import Assistant
 from app.measure.evaluation import article_method
 predict = article_method(Assistant.load())
 for line in open(sys.argv[1], encoding='utf-8'):

@@ -1,4 +1,4 @@
-"""Several chats at once on one model: what continuous batching (app/scheduler.py) buys.
+"""Several chats at once on one model: what continuous batching (app/llm/scheduler.py) buys.
 
 Measured in one process on one loaded Assistant, with greedy replies that run to their token
 limit (no sentence limit, no stop string) so every reply is the same length:

@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from app.config import SOURCE_ROOT, bundled_file
 from app.errors import InputError
 from app.measure import metrics
 
@@ -39,9 +40,10 @@ ARTICLE_PROMPT = (
     "你是一个冷酷的情感分析师。你的任务是对用户的每句话进行情绪极性判断。只能输出两个结果之一："
     "“正面” 或 “负面”。禁止解释、禁止扩展、禁止换行。 输入：{text} 输出："
 )
-SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"  # beside the checkout
-DEFAULT_TRAIN = SHARED_DATA / "reviews_train.csv"
-DEFAULT_DEV = SHARED_DATA / "reviews_dev.csv"
+# The labelled data the repository carries: train ships in the wheel, dev only in the checkout
+# (its figures are the ones reported; an installed copy is given a file instead).
+DEFAULT_TRAIN = bundled_file("reviews_train.csv.gz", "data/reviews_train.csv.gz")
+DEFAULT_DEV = SOURCE_ROOT / "data" / "reviews_dev.csv"
 Predict = Callable[[str], tuple[str, float]]
 
 
@@ -177,7 +179,7 @@ def _verdict(verdict) -> tuple[str, float]:
 
 def published_method(assistant, role: str | None = None) -> Predict:
     """The published decoding: generate up to 10 tokens freely, then look for 正面."""
-    from app.engine import Prompt, Sampling
+    from app.llm import Prompt, Sampling
 
     chosen = assistant.roles.get(_label_role(assistant, role))
     sampling = Sampling(temperature=0.0, repeat_penalty=1.0, max_tokens=10)
@@ -194,7 +196,7 @@ def published_method(assistant, role: str | None = None) -> Predict:
 
 def article_method(assistant) -> Predict:
     """The article's method: its prompt, free generation of up to 10 tokens, look for 正面."""
-    from app.engine import Sampling
+    from app.llm import Sampling
 
     sampling = Sampling(temperature=0.0, repeat_penalty=1.0, max_tokens=10)
 
@@ -215,7 +217,7 @@ def full_pass_method(assistant, role: str | None = None) -> Predict:
     if head is None:  # no head: the label logits need every layer anyway
         return lambda text: _verdict(assistant.classify(text, chosen.name))
 
-    from app.dispatcher import head_verdict
+    from app.roles.assistant import head_verdict
 
     def predict(text: str) -> tuple[str, float]:
         prompt = assistant.prompt_for(chosen, text)
@@ -271,7 +273,7 @@ def _probe_main(name: str, settings_json: str, train: str, role: str = "") -> No
     """Child process: load one method, answer once, report peak RSS."""
     assistant = None
     if name in LLM_METHODS:
-        from app.dispatcher import Assistant
+        from app.roles.assistant import Assistant
 
         assistant = Assistant.load(**json.loads(settings_json))
     predict = build_method(name, assistant=assistant, train=Path(train), role=role or None)

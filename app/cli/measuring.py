@@ -1,0 +1,229 @@
+"""The measuring commands: `eval` (sentiment methods side by side), `eval-chat` (chat-quality
+proxies) and `bench` (speed and memory against llama.cpp's floor).
+
+This is the one module outside app/measure that imports it: the measuring code is a tool of the
+project's own claims, not part of what the assistant needs to run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+import app.cli.common as common
+from app.cli.progress import follow_steps, progress_bar
+from app.errors import InputError
+
+if TYPE_CHECKING:
+    from app.measure.chat_quality import Reply
+
+
+@click.command(name="eval")
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option(
+    "--method",
+    "names",
+    multiple=True,
+    default=("allinone", "published", "article", "tfidf_lr", "snownlp"),
+    show_default=True,
+    help="Methods to compare (repeat the flag): allinone (as shipped), published (our prompt, "
+    "the published decoding), article (the article's own prompt and decoding), fullpass "
+    "(allinone without early exit), tfidf_lr, snownlp.",
+)
+@click.option("--limit", type=click.IntRange(1), help="Use only the first N rows. [default: all]")
+@click.option(
+    "--role",
+    help="The label role behind allinone, published and fullpass, e.g. mood. "
+    "[default: the sentiment role]",
+)
+@click.option(
+    "--train",
+    type=click.Path(path_type=Path),
+    help="Training file for tfidf_lr. [default: data/reviews_train.csv.gz, shipped]",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    help="Folder for report.md, chart.png, results.json. [default: reports/eval-DATA]",
+)
+@click.option("--no-probe", is_flag=True, help="Skip the cold-start / peak-RSS child processes.")
+@common.settings_options
+@common.handle_errors
+def evaluate(
+    data: Path,
+    names: tuple[str, ...],
+    limit: int | None,
+    role: str | None,
+    train: Path | None,
+    out_dir: Path | None,
+    no_probe: bool,
+    **settings: Any,
+) -> None:
+    """Accuracy, F1, calibration, latency, memory and cold start of sentiment methods on DATA.
+
+    DATA is a labelled .csv or .jsonl with `text` and `label` (正面/负面). Prints a table and
+    writes a Markdown report, a PNG chart and JSON.
+    """
+    from app.measure import evaluation, report
+
+    examples = evaluation.load_labelled(data, limit)
+    train = train or evaluation.DEFAULT_TRAIN
+    unknown = set(names) - set(evaluation.ALL_METHODS)
+    if unknown:
+        raise InputError(
+            f"Unknown method(s) {sorted(unknown)}; choose from {evaluation.ALL_METHODS}."
+        )
+    needs_model = any(name in evaluation.LLM_METHODS for name in names)
+    assistant = common.load_assistant(settings) if needs_model else None
+    predictors = {
+        name: evaluation.build_method(name, assistant=assistant, train=train, role=role)
+        for name in names
+    }
+    with progress_bar(total=len(examples), unit="row") as bar:
+        results = evaluation.run(examples, predictors, progress=bar.update)
+    if not no_probe:
+        for result in progress_bar(results, desc="cold start / RSS"):
+            result.cold_start_s, result.peak_rss_mb = evaluation.probe(
+                result.name, settings, train, role
+            )
+    gold = [example.label for example in examples]
+    summaries = [result.summary(gold) for result in results]
+    model = assistant.engine.model_name if assistant else "-"
+    threads = assistant.settings.n_threads if assistant else "-"
+    command = f"allinone eval {data}" + (f" --role {role}" if role else "")
+    context = (
+        f"Data: `{data}` ({len(examples)} rows). Model: {model}, {threads} threads. "
+        f"Command: `{command}`."
+    )
+    click.echo(context)
+    click.echo(report.table(summaries))
+    folder = out_dir or Path("reports") / f"eval-{data.stem}"
+    written = report.write(
+        folder, f"Sentiment on {data.name}", context, summaries, {"data": str(data), "model": model}
+    )
+    click.echo("Wrote " + ", ".join(str(path) for path in written.values()), err=True)
+
+
+@click.command()
+@click.option(
+    "--data",
+    type=click.Path(path_type=Path),
+    help="Texts for the sentiment measures (a text column). "
+    "[default: data/reviews_dev.csv of the checkout]",
+)
+@click.option("--limit", type=click.IntRange(2), help="Use only the first N texts. [default: all]")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("reports/bench"),
+    show_default=True,
+    help="Folder for bench.md, bench.png and bench.json.",
+)
+@common.settings_options
+@common.handle_errors
+def bench(data: Path | None, limit: int | None, out_dir: Path, **settings: Any) -> None:
+    """Speed and memory against llama.cpp's own floor and the article's method, in one run.
+
+    Prints a table of ratios with their targets and writes Markdown, a PNG chart and JSON.
+    Takes about 20 minutes on the whole dev set (the article's method reads every prompt whole).
+    """
+    from app.measure import bench as benchmark
+    from app.measure import evaluation
+
+    source = data or evaluation.DEFAULT_DEV
+    examples = evaluation.load_labelled(source, limit)
+    assistant = common.load_assistant(settings)
+    total = 4 * len(examples) + 5
+    with progress_bar(total=total, unit="step") as bar:
+        results = benchmark.run(assistant, examples, settings, follow_steps(bar))
+    model_mb = assistant.engine.model_path.stat().st_size / 2**20
+    rows = benchmark.checks(results, model_mb)
+    context = (
+        f"Model: {assistant.engine.model_name} ({model_mb:.0f} MB), "
+        f"{assistant.settings.n_threads} threads, n_ctx {assistant.settings.n_ctx}; "
+        f"{len(examples)} texts of {source}."
+    )
+    click.echo(context)
+    click.echo(benchmark.table(rows))
+    written = benchmark.write(out_dir, context, rows, results, assistant.settings)
+    click.echo("Wrote " + ", ".join(str(path) for path in written), err=True)
+
+
+@click.command(name="eval-chat")
+@click.argument("messages", type=click.Path(path_type=Path), required=False)
+@click.option(
+    "--limit", type=click.IntRange(1), help="Use only the first N messages. [default: all]"
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    help="Folder for report.md and results.json. [default: reports/eval-chat]",
+)
+@common.settings_options
+@common.handle_errors
+def eval_chat(
+    messages: Path | None, limit: int | None, out_dir: Path | None, **settings: Any
+) -> None:
+    """Chat-quality proxies over everyday MESSAGES (.jsonl with text, kind, mood).
+
+    [default MESSAGES: tests/data/chat_messages.jsonl]
+    """
+    from app.measure import chat_quality
+
+    path = (
+        messages or Path(__file__).resolve().parents[2] / "tests" / "data" / "chat_messages.jsonl"
+    )
+    items = chat_quality.load_messages(path, limit)
+    assistant = common.load_assistant(settings)
+    common.prepare_bank(assistant)
+    with progress_bar(total=len(items), unit="msg") as bar:
+        replies = chat_quality.collect(assistant, items, progress=bar.update)
+    summary = chat_quality.summarise(replies, chat_quality.example_texts(assistant))
+    click.echo(chat_quality.table(summary))
+    folder = out_dir or Path("reports") / "eval-chat"
+    _write_chat_report(folder, path, summary, replies)
+    click.echo(f"Wrote {folder / 'report.md'}, {folder / 'results.json'}", err=True)
+
+
+def _write_chat_report(
+    folder: Path, messages: Path, summary: dict[str, float], replies: list[Reply]
+) -> None:
+    """report.md (the table and every reply) and results.json (the same, for a program)."""
+    from app.measure import chat_quality
+
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = "\n".join(
+        f"- [{r.message.kind}] {r.message.text} -> ({r.detected}) {r.text}" for r in replies
+    )
+    (folder / "report.md").write_text(
+        f"# Chat quality proxies\n\n`allinone eval-chat {messages}`\n\n"
+        f"{chat_quality.table(summary)}\n\n"
+        f"## Replies\n\n{samples}\n",
+        encoding="utf-8",
+    )
+    (folder / "results.json").write_text(
+        json.dumps(
+            {
+                "summary": summary,
+                "replies": [
+                    {
+                        "text": r.message.text,
+                        "kind": r.message.kind,
+                        "detected": r.detected,
+                        "reply": r.text,
+                        "judged": r.judged,
+                    }
+                    for r in replies
+                ],
+            },
+            ensure_ascii=False,
+            indent=1,
+        ),
+        encoding="utf-8",
+    )

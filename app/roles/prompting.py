@@ -1,0 +1,121 @@
+"""Prompts of every role: the system turn, the few-shot turns, and the history that still fits.
+
+Why one place: a label role's prompt, a reply's and each example-bank group's prefix are built
+from the same messages, and the engine reuses a cached prefix (and a group's prefix kept on
+disk) only when every caller builds it token for token the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from app.errors import InputError, InputTooLong
+from app.llm import Prompt, Sampling
+from app.roles.bank import Exchange
+from app.roles.engine_like import EngineLike
+from app.roles.prompts import FewShot, Role
+from app.roles.tools import ToolCall
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of a conversation: an assistant turn may carry the tool calls it made, a
+    "tool" turn is a call's result."""
+
+    role: Literal["user", "assistant", "tool"]
+    content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+
+    def message(self) -> dict[str, Any]:
+        """As the chat template takes it."""
+        message: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = [call.template_form() for call in self.tool_calls]
+        return message
+
+
+def require_text(text: str) -> str:
+    """`text`, if it is text with something in it: a caller's mistake is an InputError, not a
+    prompt the model answers anyway."""
+    if not isinstance(text, str):
+        raise InputError(f"Expected text, got {type(text).__name__}.")
+    if not text.strip():
+        raise InputError("The input is empty. Give some text.")
+    return text
+
+
+class PromptBuilder:
+    """Turns a role, a tone, the turns shown and a conversation into the engine's prompt."""
+
+    def __init__(self, engine: EngineLike) -> None:
+        self.engine = engine
+
+    def prefix_messages(
+        self, role: Role, tone: str | None = None, examples: Sequence[FewShot | Exchange] = ()
+    ) -> list[dict[str, str]]:
+        """The system turn (with `tone`'s instruction) and the turns shown: `examples`, or the
+        role's own for that tone."""
+        messages = [{"role": "system", "content": role.system_prompt(tone)}]
+        for example in examples or role.examples_for(tone):
+            messages.append({"role": "user", "content": role.render(example.input)})
+            messages.append({"role": "assistant", "content": example.output})
+        return messages
+
+    def prompt_for(self, role: Role, text: str) -> Prompt:
+        """A label role's prompt for `text`: its prefix (system and examples) is cached."""
+        prefix = self.prefix_messages(role)
+        messages = [*prefix, {"role": "user", "content": role.render(text)}]
+        return self.engine.chat_prompt(messages, prefix_messages=len(prefix), lead=role.lead)
+
+    def shots_prefix(
+        self, role: Role, tone: str | None, shots: Sequence[Exchange]
+    ) -> tuple[list[dict[str, str]], int, list[FewShot | Exchange]]:
+        """A reply's prefix messages, how many of them every group shares (system prompt and
+        the tone's fixed turns), and the turns shown."""
+        fixed = role.examples_for(tone)
+        examples: list[FewShot | Exchange] = [*fixed, *shots]
+        return self.prefix_messages(role, tone, examples), 1 + 2 * len(fixed), examples
+
+    def group_prompt(self, role: Role, shots: Sequence[Exchange]) -> Prompt:
+        """The start of every reply whose shots are `shots` (their group's mood is the tone)."""
+        prefix, base, _ = self.shots_prefix(role, shots[-1].mood, shots)
+        user = {"role": "user", "content": role.render("。")}
+        return self.engine.chat_prompt(
+            [*prefix, user], prefix_messages=len(prefix), base_messages=base
+        )
+
+    def fit_history(
+        self,
+        role: Role,
+        prefix: list[dict[str, str]],
+        base: int,
+        text: str,
+        history: list[Turn],
+        sampling: Sampling,
+        *,
+        tools: Sequence[dict[str, Any]] = (),
+        reply_start: str = "",
+    ) -> Prompt:
+        """The reply's prompt: `prefix`, as much of `history` as leaves room for the reply
+        (oldest turns dropped first), then `text`'s user turn."""
+        user = {"role": "user", "content": role.render(text)}
+        reserve = min(sampling.max_tokens, self.engine.n_ctx // 4)
+        while True:
+            turns = [turn.message() for turn in history]
+            prompt = self.engine.chat_prompt(
+                [*prefix, *turns, user],
+                prefix_messages=len(prefix),
+                base_messages=base,
+                tools=tools,
+                reply_start=reply_start,
+            )
+            try:
+                self.engine.check_fits(prompt, reserve=reserve)
+                return prompt
+            except InputTooLong:
+                if not history:
+                    raise
+                # Drop the oldest exchange (user + assistant) so turns stay paired.
+                history = history[2:] if len(history) >= 2 else []

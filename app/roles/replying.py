@@ -1,0 +1,214 @@
+"""Replies of text roles: plain (JSON and tool replies), toned (the chat), and best of drafts.
+
+Why its own module: a reply is a policy over the prompt, not only a prompt. The chat's reply
+takes the steering role's verdict as its tone (its instruction and the words it avoids), the
+example bank's nearest group as its shown turns, guards against copying the message or the
+turns shown, and, when the role asks for drafts, the judge's pick among several. A JSON or tool
+reply takes none of that: each guard could cut the JSON short or ban a word an argument must copy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+
+from app.config import Settings
+from app.errors import InputError, InputTooLong
+from app.llm import Completion, Prompt, Sampling
+from app.llm.bans import copy_runs
+from app.roles.bank import Exchange
+from app.roles.bank_cache import BankCache
+from app.roles.drafts import DRAFT_FOR_JUDGE, Drafts, best_draft
+from app.roles.engine_like import EngineLike
+from app.roles.head import features
+from app.roles.json_output import JsonFormat
+from app.roles.labelling import Labeller, Verdict
+from app.roles.prompting import PromptBuilder, Turn, require_text
+from app.roles.prompts import Role, RoleBook
+from app.roles.tools import CALL_OPEN, Tool, call_format
+
+# JSON and tool replies are not cut short by a chat role's max_tokens (120 for 小暖).
+PLAIN_MAX_TOKENS = 512
+# Sampling options a caller may set that a role's `generation` does not carry.
+CALLER_OPTIONS = {"seed", "presence_penalty", "frequency_penalty", "top_logprobs"}
+
+
+class Replier:
+    """Writes a text role's reply on the engine, as the role and the caller's options ask."""
+
+    def __init__(
+        self,
+        engine: EngineLike,
+        roles: RoleBook,
+        settings: Settings,
+        prompts: PromptBuilder,
+        labeller: Labeller,
+        bank_cache: BankCache,
+    ) -> None:
+        self.engine = engine
+        self.roles = roles
+        self.settings = settings
+        self.prompts = prompts
+        self.labeller = labeller
+        self.bank_cache = bank_cache
+
+    def respond(
+        self, text: str, history: Sequence[Turn], role: str | None, sampling: dict[str, object]
+    ) -> tuple[Verdict, Completion]:
+        """Feel, then reply: the steering role's verdict on `text` picks the tone, and the
+        bank's group nearest to `text` (by the states that verdict read) the turns shown."""
+        chosen = self.roles.get(role or self.roles.defaults.chat)
+        steering = self.labeller.label_role(self.roles.steering(chosen).name)
+        bank = self.roles.banks.get(chosen.name)
+        layers = self.bank_cache.layers(steering) if bank else ()
+        verdict, states = self.labeller.judge(text, steering, layers=layers)
+        shots: list[Exchange] = []
+        tone = verdict.label
+        if bank is not None and chosen.bank is not None:
+            self.bank_cache.prepare(chosen.name)
+            sure = chosen.is_sure(verdict.label, verdict.confidence)
+            mood = verdict.label if sure else None  # unsure: the nearest group of any mood
+            shots = bank.shots(features(states), chosen.bank.k, mood, steering.labels)
+            if shots and (not sure or shots[-1].mood not in steering.labels):
+                # The nearest exchanges set the tone when the verdict is unsure (sarcasm reads
+                # as 正面 at 0.6-0.86), or when they are of a mood the steering role has no
+                # label for (中性 questions, which the two-label mood step calls 负面).
+                tone = shots[-1].mood
+        return verdict, self.toned(chosen, text, history, tone, verdict.confidence, shots, sampling)
+
+    def toned(
+        self,
+        role: Role,
+        text: str,
+        history: Sequence[Turn],
+        tone: str | None,
+        confidence: float,
+        shots: Sequence[Exchange],
+        sampling: dict[str, object],
+    ) -> Completion:
+        """The chat's reply in `tone` (a verdict at `confidence`), with `shots` shown before
+        `history`, and the guards against copying and the tone's words."""
+        _require_text_role(role)
+        settings, no_copy, drafts = self.sampling(role, sampling)
+        text = require_text(text)
+        while True:  # a small context (the Pi profile) drops retrieved turns before failing
+            prefix, base, examples = self.prompts.shots_prefix(role, tone, shots)
+            try:
+                prompt = self.prompts.fit_history(role, prefix, base, text, list(history), settings)
+                break
+            except InputTooLong:
+                if not shots:
+                    raise
+                shots = shots[1:]  # the least typical first (the most typical comes last)
+        if shots:  # a group's prefix, kept on disk
+            self.bank_cache.offer_kept_prefix(prompt)
+        banned = list(self.engine.phrase_tokens(role.avoided(tone, confidence)))
+        # Not the message, not a turn shown, and not the instructions (a 0.5B model reads its
+        # tone instruction out as the reply's end: seen here).
+        for source in [text, role.system_prompt(tone), *(e.output for e in examples)]:
+            banned += copy_runs(self.engine.tokenize(source), no_copy)
+        settings = replace(settings, banned=tuple(banned), no_repeat=no_copy)
+        if drafts.candidates > 1:
+            return self._best_of(role, text, prompt, settings, drafts)
+        return self.engine.stream(prompt, settings)
+
+    def plain(
+        self,
+        role: Role,
+        text: str,
+        history: Sequence[Turn],
+        json_format: JsonFormat | None,
+        tools: Sequence[Tool],
+        tool_choice: str,
+        sampling: dict[str, object],
+    ) -> Completion:
+        """JSON and tool replies: the role's system prompt, no tone, no shown turns, and none of
+        the chat guards (banned phrases, sentence limit, its stop strings, no-copy, repeat
+        penalty): each could cut the JSON short or ban the very words an argument must copy."""
+        _require_text_role(role)
+        if json_format is not None and tools:
+            raise InputError("response_format: JSON output and tools cannot be combined.")
+        if tools and not self.engine.supports_tools:
+            raise InputError(
+                f"tools: the chat template of {self.engine.model_name!r} has no tools section, "
+                "so this model cannot be shown tools. Leave tools out, or load a model whose "
+                "template has one (Qwen2.5)."
+            )
+        forced = bool(tools) and tool_choice != "auto"
+        if forced:
+            name = None if tool_choice == "required" else tool_choice
+            json_format = call_format(tools, name)
+        system = role.system_prompt(None)
+        if json_format is not None and not forced:
+            system += "\n\n" + json_format.instruction()
+        given = {key: value for key, value in sampling.items() if value is not None}
+        defaults = {"stop": (), "max_tokens": PLAIN_MAX_TOKENS, "repeat_penalty": 1.0}
+        settings, _, _ = self.sampling(role, {**defaults, **given})
+        grammar = json_format.grammar if json_format is not None else ""
+        settings = replace(settings, max_sentences=0, grammar=grammar)
+        start = CALL_OPEN if forced else ""
+        prompt = self.prompts.fit_history(
+            role,
+            [{"role": "system", "content": system}],
+            1,
+            require_text(text),
+            list(history),
+            settings,
+            tools=[tool.spec() for tool in tools],
+            reply_start=start,
+        )
+        return self.engine.stream(prompt, settings, reply_start=start)
+
+    def sampling(self, role: Role, overrides: dict[str, object]) -> tuple[Sampling, int, Drafts]:
+        """The role's generation settings with the caller's overrides, its `no_copy` and its
+        drafts (settings of the reply, not of one sampler)."""
+        settings = role.generation.model_dump()
+        unknown = set(overrides) - set(settings) - CALLER_OPTIONS
+        if unknown:
+            raise InputError(f"Unknown sampling option(s): {', '.join(sorted(unknown))}.")
+        settings.update({key: value for key, value in overrides.items() if value is not None})
+        if settings.get("seed") is None:  # no seed given: a fresh one per reply
+            settings["seed"] = (
+                self.settings.seed if self.settings.seed is not None else time.time_ns() % 2**31
+            )
+        settings["stop"] = tuple(settings.get("stop") or ())
+        no_copy = int(settings.pop("no_copy"))  # type: ignore[call-overload]
+        drafts = Drafts(
+            int(settings.pop("candidates")),  # type: ignore[call-overload]
+            float(settings.pop("draft_temperature")),  # type: ignore[arg-type]
+        )
+        if drafts.candidates > 1 and not role.judged_by:  # else the drafts would be ignored
+            raise InputError(
+                f"candidates={drafts.candidates} needs a judge, and role {role.name!r} has none: "
+                "add 'judged_by: ROLE' to it in prompts.yaml, or ask for 1 candidate."
+            )
+        return Sampling(**settings), no_copy, drafts  # type: ignore[arg-type]
+
+    def _best_of(
+        self, role: Role, text: str, prompt: Prompt, settings: Sampling, plan: Drafts
+    ) -> Completion:
+        """`plan.candidates` drafts of the reply, written together: the first as a lone reply,
+        the others sampled at `plan.temperature` with the seeds after the reply's. The judge
+        role's best is sent (app/roles/drafts.py)."""
+        judge = self.labeller.label_role(role.judged_by)
+        drafts = [self.engine.stream(prompt, settings)]
+        drafts += [
+            self.engine.stream(
+                prompt, replace(settings, seed=settings.seed + number, temperature=plan.temperature)
+            )
+            for number in range(1, plan.candidates)
+        ]
+
+        def score(draft: str) -> float:
+            shown = DRAFT_FOR_JUDGE.format(message=text, reply=draft)
+            verdict, _ = self.labeller.judge(shown, judge)
+            return verdict.probabilities[judge.labels[0]]
+
+        outer = Completion(len(prompt.tokens))
+        return outer.run(best_draft(outer, drafts, score))
+
+
+def _require_text_role(role: Role) -> None:
+    if role.is_classifier:
+        raise InputError(f"Role {role.name!r} answers with labels; use classify() for it.")

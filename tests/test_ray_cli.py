@@ -86,3 +86,41 @@ def test_help_explains_every_new_flag_with_its_default():
         assert flag in text
     assert "[default: off: one" in text and "[default: 1;" in text
     assert "local (start Ray on this machine)" in text and "ray://HOST:PORT" in text
+
+
+class _FlakyRay:
+    """Stands in for the ray module: its Ray Client head fails to start a server `fails` times."""
+
+    def __init__(self, fails: int):
+        self.fails, self.inits, self.shutdowns = fails, 0, 0
+
+    def init(self, **_: object) -> None:
+        self.inits += 1
+        if self.inits <= self.fails:
+            raise ConnectionAbortedError(
+                "Initialization failure from server:\nTraceback (most recent call last):\n"
+                "RuntimeError: Starting Ray client server failed."
+            )
+
+    def shutdown(self) -> None:
+        self.shutdowns += 1
+
+
+@pytest.mark.parametrize("fails, joins", [(1, True), (2, True), (3, False)])
+def test_a_ray_client_server_that_fails_to_start_is_asked_again(monkeypatch, fails, joins):
+    from app.errors import ClusterError
+    from app.jobs import ray_classify
+
+    fake = _FlakyRay(fails)
+    monkeypatch.setattr(ray_classify, "import_ray", lambda: fake)
+    monkeypatch.setattr(ray_classify, "_check_reachable", lambda address: None)
+    monkeypatch.setattr(ray_classify, "CLIENT_RETRY_SECONDS", 0.0)
+    if joins:
+        ray_classify.connect("ray://127.0.0.1:10001")
+        assert (fake.inits, fake.shutdowns) == (fails + 1, fails)
+    else:
+        with pytest.raises(ClusterError) as caught:
+            ray_classify.connect("ray://127.0.0.1:10001")
+        assert fake.inits == ray_classify.CLIENT_ATTEMPTS
+        # the server's own last line is shown, not an empty "failure from server:"
+        assert "Starting Ray client server failed" in str(caught.value)

@@ -56,6 +56,8 @@ ACTOR_SETTINGS = (
     *("n_ctx", "n_batch", "extra_buffers", "seed", "verbose"),
 )
 POLL_SECONDS = 0.5
+CLIENT_ATTEMPTS = 3  # Ray Client joins; see _server_start_failed
+CLIENT_RETRY_SECONDS = 2.0
 Policy = Literal["stop", "skip", "keep"]  # keep: every row, with a `problem` column (the CLI)
 
 
@@ -77,13 +79,25 @@ def connect(address: str, *, num_cpus: int | None = None) -> None:
         ray.init(num_cpus=num_cpus, include_dashboard=False, **quiet)
         return
     _check_reachable(address)
-    try:
-        ray.init(address=address, **quiet)
-    except (ConnectionError, RuntimeError, ValueError) as error:
-        raise ClusterError(
-            f"Cannot join the Ray cluster at {address!r}: {_first_line(error)}. Check the "
-            "address (see `ray status` on the head node) and its authentication token."
-        ) from None
+    for attempt in range(1, CLIENT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, **quiet)
+            return
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            if attempt < CLIENT_ATTEMPTS and _server_start_failed(error):
+                ray.shutdown()  # drop the half-made client before asking again
+                time.sleep(CLIENT_RETRY_SECONDS * attempt)
+                continue
+            raise ClusterError(
+                f"Cannot join the Ray cluster at {address!r}: {_join_reason(error)}. Check the "
+                "address (see `ray status` on the head node) and its authentication token."
+            ) from None
+
+
+def _server_start_failed(error: BaseException) -> bool:
+    """Ray Client's head starts one server process per client; on a busy head that start
+    can fail once and work the next time, so this failure is worth asking again."""
+    return isinstance(error, ConnectionAbortedError) and "Initialization failure" in str(error)
 
 
 def _check_reachable(address: str) -> None:
@@ -108,6 +122,15 @@ def _check_reachable(address: str) -> None:
 def _first_line(error: BaseException) -> str:
     lines = [line for line in str(error).splitlines() if line.strip()]
     return lines[0].rstrip(".") if lines else type(error).__name__
+
+
+def _join_reason(error: BaseException) -> str:
+    """The first line of Ray's message, plus its last when the middle is a server traceback."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    reason = lines[0].rstrip(".:")
+    return f"{reason}: {lines[-1].rstrip('.')}" if len(lines) > 1 else reason
 
 
 def _actor_settings(settings: dict[str, Any]) -> dict[str, Any]:

@@ -40,7 +40,13 @@ from sse_starlette.sse import AppStatus
 from starlette.concurrency import run_in_threadpool
 
 from app.roles.assistant import Assistant
-from app.server import routes_native, routes_openai, routes_page
+from app.server import (
+    routes_native,
+    routes_openai,
+    routes_page,
+    routes_responses,
+    routes_sessions,
+)
 from app.server.errors import install_error_handlers
 from app.server.request_log import RequestLog
 
@@ -64,7 +70,8 @@ def create_app(load: Callable[[], Assistant]) -> FastAPI:
     app.state.assistant = None  # until loaded: /health says so, the other routes ask to retry
     app.add_middleware(RequestLog)
     install_error_handlers(app)
-    for routes in (routes_page, routes_openai, routes_native):
+    app.state.store = None  # opened on first use (app/server/state.py)
+    for routes in (routes_page, routes_openai, routes_native, routes_responses, routes_sessions):
         app.include_router(routes.router)
     return app
 

@@ -6,6 +6,7 @@ command; a silent skip would let a broken setup look green.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -136,6 +137,21 @@ class FakeEngine:
             completion.finish_reason = "stop"
 
         return completion.run(generate())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _conversations_stay_in_a_temporary_store(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """No test (nor a server or CLI process it starts) writes the user's own store: the
+    default one is a temporary file unless a test gives --store / ALLINONE_STORE itself."""
+    saved = os.environ.get("ALLINONE_STORE")
+    os.environ["ALLINONE_STORE"] = str(tmp_path_factory.mktemp("store") / "conversations.sqlite3")
+    yield
+    if saved is None:
+        os.environ.pop("ALLINONE_STORE", None)
+    else:
+        os.environ["ALLINONE_STORE"] = saved
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -17,6 +17,7 @@ from app.config import Settings
 from app.errors import InputError, InputTooLong
 from app.llm import Completion, Prompt, Sampling
 from app.llm.bans import copy_runs
+from app.llm.lru import Lru
 from app.roles.bank import Exchange
 from app.roles.bank_cache import BankCache
 from app.roles.drafts import DRAFT_FOR_JUDGE, Drafts, best_draft
@@ -24,13 +25,16 @@ from app.roles.engine_like import EngineLike
 from app.roles.head import features
 from app.roles.json_output import JsonFormat
 from app.roles.labelling import Labeller, Verdict
-from app.roles.prompting import PromptBuilder, Turn, require_text
+from app.roles.prompting import PLAIN, Framing, PromptBuilder, Turn, require_text
 from app.roles.prompts import Role, RoleBook
 from app.roles.tools import CALL_OPEN, Tool, call_format
 
 # JSON and tool replies are not cut short by a chat role's max_tokens (120 for 小暖).
 PLAIN_MAX_TOKENS = 512
 # Sampling options a caller may set that a role's `generation` does not carry.
+# Messages whose verdict, tone and shown turns are kept (a conversation's opening is felt again
+# every turn; a verdict is the same every time: labels are read greedily).
+FELT = 64
 CALLER_OPTIONS = {"seed", "presence_penalty", "frequency_penalty", "top_logprobs"}
 
 
@@ -52,30 +56,71 @@ class Replier:
         self.prompts = prompts
         self.labeller = labeller
         self.bank_cache = bank_cache
+        self._felt: Lru[tuple[str, str], tuple[Verdict, str | None, list[Exchange]]] = Lru(FELT)
 
     def respond(
-        self, text: str, history: Sequence[Turn], role: str | None, sampling: dict[str, object]
+        self,
+        text: str,
+        history: Sequence[Turn],
+        role: str | None,
+        sampling: dict[str, object],
+        framing: Framing = PLAIN,
     ) -> tuple[Verdict, Completion]:
         """Feel, then reply: the steering role's verdict on `text` picks the tone, and the
-        bank's group nearest to `text` (by the states that verdict read) the turns shown."""
+        bank's group nearest to `text` (by the states that verdict read) the turns shown.
+
+        In a conversation the prompt's start (tone and turns shown) is the one its opening
+        message picked, so every turn's prompt begins with the last one's and the KV already
+        decoded for the earlier turns is reused; a message whose tone differs from the
+        opening's gets that tone as a note just before it (`fit_history`)."""
         chosen = self.roles.get(role or self.roles.defaults.chat)
-        steering = self.labeller.label_role(self.roles.steering(chosen).name)
-        bank = self.roles.banks.get(chosen.name)
+        verdict, tone, shots = self._feel(chosen, text)
+        prefix_tone, note = tone, None
+        opening = next((turn.content for turn in history if turn.role == "user"), None)
+        if opening is not None:
+            _, prefix_tone, shots = self._feel(chosen, opening)
+            if tone != prefix_tone and tone in chosen.tones:
+                note = chosen.tones[tone].instruction.strip()
+        reply = self.toned(
+            chosen,
+            text,
+            history,
+            tone,
+            verdict.confidence,
+            shots,
+            sampling,
+            framing,
+            prefix_tone=prefix_tone,
+            note=note,
+        )
+        return verdict, reply
+
+    def _feel(self, role: Role, text: str) -> tuple[Verdict, str | None, list[Exchange]]:
+        """The steering verdict on `text`, the tone it picks and the bank's turns to show
+        (kept for the last FELT messages: a conversation's opening is felt again every turn)."""
+        key = (role.name, text)
+        felt = self._felt.get(key)
+        if felt is not None:
+            return felt
+        steering = self.labeller.label_role(self.roles.steering(role).name)
+        bank = self.roles.banks.get(role.name)
         layers = self.bank_cache.layers(steering) if bank else ()
         verdict, states = self.labeller.judge(text, steering, layers=layers)
         shots: list[Exchange] = []
         tone = verdict.label
-        if bank is not None and chosen.bank is not None:
-            self.bank_cache.prepare(chosen.name)
-            sure = chosen.is_sure(verdict.label, verdict.confidence)
+        if bank is not None and role.bank is not None:
+            self.bank_cache.prepare(role.name)
+            sure = role.is_sure(verdict.label, verdict.confidence)
             mood = verdict.label if sure else None  # unsure: the nearest group of any mood
-            shots = bank.shots(features(states), chosen.bank.k, mood, steering.labels)
+            shots = bank.shots(features(states), role.bank.k, mood, steering.labels)
             if shots and (not sure or shots[-1].mood not in steering.labels):
                 # The nearest exchanges set the tone when the verdict is unsure (sarcasm reads
                 # as 正面 at 0.6-0.86), or when they are of a mood the steering role has no
                 # label for (中性 questions, which the two-label mood step calls 负面).
                 tone = shots[-1].mood
-        return verdict, self.toned(chosen, text, history, tone, verdict.confidence, shots, sampling)
+        felt = (verdict, tone, shots)
+        self._felt.put(key, felt)
+        return felt
 
     def toned(
         self,
@@ -86,16 +131,31 @@ class Replier:
         confidence: float,
         shots: Sequence[Exchange],
         sampling: dict[str, object],
+        framing: Framing = PLAIN,
+        *,
+        prefix_tone: str | None = None,
+        note: str | None = None,
     ) -> Completion:
         """The chat's reply in `tone` (a verdict at `confidence`), with `shots` shown before
-        `history`, and the guards against copying and the tone's words."""
+        `history`, and the guards against copying and the tone's words. The system prompt
+        carries `prefix_tone` (default: `tone`); `note` goes just before the message."""
         _require_text_role(role)
         settings, no_copy, drafts = self.sampling(role, sampling)
         text = require_text(text)
+        prefix_tone = tone if prefix_tone is None else prefix_tone
         while True:  # a small context (the Pi profile) drops retrieved turns before failing
-            prefix, base, examples = self.prompts.shots_prefix(role, tone, shots)
+            prefix, base, examples = self.prompts.shots_prefix(role, prefix_tone, shots, framing)
             try:
-                prompt = self.prompts.fit_history(role, prefix, base, text, list(history), settings)
+                prompt = self.prompts.fit_history(
+                    role,
+                    prefix,
+                    base,
+                    text,
+                    list(history),
+                    settings,
+                    note=note,
+                    truncation=framing.truncation,
+                )
                 break
             except InputTooLong:
                 if not shots:
@@ -106,7 +166,8 @@ class Replier:
         banned = list(self.engine.phrase_tokens(role.avoided(tone, confidence)))
         # Not the message, not a turn shown, and not the instructions (a 0.5B model reads its
         # tone instruction out as the reply's end: seen here).
-        for source in [text, role.system_prompt(tone), *(e.output for e in examples)]:
+        instructions = [prefix[0]["content"], note or ""]
+        for source in [text, *instructions, *(e.output for e in examples)]:
             banned += copy_runs(self.engine.tokenize(source), no_copy)
         settings = replace(settings, banned=tuple(banned), no_repeat=no_copy)
         if drafts.candidates > 1:
@@ -122,6 +183,7 @@ class Replier:
         tools: Sequence[Tool],
         tool_choice: str,
         sampling: dict[str, object],
+        framing: Framing = PLAIN,
     ) -> Completion:
         """JSON and tool replies: the role's system prompt, no tone, no shown turns, and none of
         the chat guards (banned phrases, sentence limit, its stop strings, no-copy, repeat
@@ -139,7 +201,7 @@ class Replier:
         if forced:
             name = None if tool_choice == "required" else tool_choice
             json_format = call_format(tools, name)
-        system = role.system_prompt(None)
+        system = framing.system(role.system_prompt(None))
         if json_format is not None and not forced:
             system += "\n\n" + json_format.instruction()
         given = {key: value for key, value in sampling.items() if value is not None}
@@ -157,6 +219,7 @@ class Replier:
             settings,
             tools=[tool.spec() for tool in tools],
             reply_start=start,
+            truncation=framing.truncation,
         )
         return self.engine.stream(prompt, settings, reply_start=start)
 

@@ -42,6 +42,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "allinone"
 
 
+def default_store_path() -> Path:
+    """Where conversations are kept: $XDG_DATA_HOME/allinone/conversations.sqlite3
+    (~/.local/share/...), next to the heads trained on this machine."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "allinone" / "conversations.sqlite3"
+
+
 def default_threads() -> int:
     """llama.cpp is fastest with one thread per physical core; 4 is plenty for a 0.5B model."""
     return max(1, min(4, os.cpu_count() or 1))
@@ -96,6 +103,17 @@ class Settings(BaseSettings):
         default=None, ge=0, description="Random seed for chat replies (unset: a new one each time)."
     )
     verbose: bool = Field(default=False, description="Show llama.cpp's own log lines.")
+    store: Path | None = Field(
+        default_factory=default_store_path,
+        description="The SQLite file where conversations are kept (`chat --session`, "
+        "`sessions`, the server's Responses API and chat page).",
+    )
+    keep_days: float | None = Field(
+        default=None,
+        ge=0,
+        description="Delete conversations untouched for longer than this many days, each time "
+        "the store is opened. Unset: keep every conversation.",
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -175,9 +175,10 @@ class Said:
 
 
 class Conversations:
-    """The conversations of one store, answered by one Assistant."""
+    """The conversations of one store, answered by one Assistant. With `assistant=None`
+    everything but `say` works, and no model is loaded (`allinone sessions`)."""
 
-    def __init__(self, assistant: Assistant, store: ConversationStore) -> None:
+    def __init__(self, assistant: Assistant | None, store: ConversationStore) -> None:
         self.assistant = assistant
         self.store = store
 
@@ -230,15 +231,18 @@ class Conversations:
         to the Assistant as it is (temperature, max_tokens, role, ...).
         """
         require_text(text)
+        assistant = self.assistant
+        if assistant is None:
+            raise TypeError("Conversations(None, store) cannot say: give it an Assistant.")
         conversation = self.store.conversation(key) if key is not None else None
         if key is not None and conversation is None and create_as is None:
             self.get(key)  # raises, with the hint
         history = history_of(self.store.turns(conversation.id)) if conversation else []
         verdict: Verdict | None = None
         if steer:
-            verdict, completion = self.assistant.respond(text, history, **sampling)
+            verdict, completion = assistant.respond(text, history, **sampling)
         else:
-            completion = self.assistant.reply(text, history, **sampling)
+            completion = assistant.reply(text, history, **sampling)
         if conversation is None and create_as is not None:
             conversation = self._create(create_as)
         try:
@@ -246,8 +250,8 @@ class Conversations:
                 conversation.id if conversation else None,
                 None,
                 [message_item("user", text)],
-                role=sampling.get("role") or self.assistant.roles.defaults.chat,
-                model=self.assistant.engine.model_name,
+                role=sampling.get("role") or assistant.roles.defaults.chat,
+                model=assistant.engine.model_name,
                 verdict=None if verdict is None else verdict_dict(verdict),
             )
         except BaseException:

@@ -228,8 +228,13 @@ class ConversationStore:
 
     def conversation(self, key: str) -> Conversation | None:
         """By id, else by name; None when there is none."""
-        found = self._read(lambda db: _find(db, key))
-        return None if found is None else self._conversation_by_id(found["id"])
+
+        def find(db: sqlite3.Connection) -> list[Conversation]:
+            row = _find(db, key)
+            return [] if row is None else _conversations(db, "WHERE c.id = ?", (row["id"],))
+
+        found = self._read(find)
+        return found[0] if found else None
 
     def conversations(self) -> list[Conversation]:
         """Every conversation, the most recently updated first."""
@@ -283,7 +288,7 @@ class ConversationStore:
         inputs = json.dumps(input_items, ensure_ascii=False)
         about = (instructions, role, model, _json(verdict))
 
-        def begin(db: sqlite3.Connection) -> None:
+        def begin(db: sqlite3.Connection) -> sqlite3.Row:
             now = time.time()
             conversation, previous = _place(db, conversation_id, previous_id, now)
             db.execute(
@@ -297,9 +302,9 @@ class ConversationStore:
                 "WHEN title = '' THEN ? ELSE title END WHERE id = ?",
                 (turn_id, now, title_of(input_items), conversation),
             )
+            return _turn_row(db, turn_id)
 
-        self._write(begin)
-        return self._turn_or_raise(turn_id)
+        return _turn(self._write(begin))
 
     def finish_turn(
         self,
@@ -312,7 +317,7 @@ class ConversationStore:
         """Write the turn's output, status and usage at once; TurnNotFound if it is gone."""
         outputs = json.dumps(output_items, ensure_ascii=False)
 
-        def finish(db: sqlite3.Connection) -> None:
+        def finish(db: sqlite3.Connection) -> sqlite3.Row:
             updated = db.execute(
                 "UPDATE turns SET output_items = ?, status = ?, usage = ? WHERE id = ?",
                 (outputs, status, _json(usage), turn_id),
@@ -324,17 +329,13 @@ class ConversationStore:
                 "(SELECT conversation_id FROM turns WHERE id = ?)",
                 (time.time(), turn_id),
             )
+            return _turn_row(db, turn_id)
 
-        self._write(finish)
-        return self._turn_or_raise(turn_id)
+        return _turn(self._write(finish))
 
     def turn(self, turn_id: str) -> StoredTurn | None:
-        rows = self._read(
-            lambda db: db.execute(
-                f"SELECT {_TURN_COLUMNS} FROM turns WHERE id = ?", (turn_id,)
-            ).fetchall()
-        )
-        return _turn(rows[0]) if rows else None
+        row = self._read(lambda db: _turn_row(db, turn_id))
+        return None if row is None else _turn(row)
 
     def chain(self, turn_id: str) -> list[StoredTurn]:
         """The turns that led to `turn_id`, oldest first, ending with it (across the
@@ -399,12 +400,6 @@ class ConversationStore:
         if not found:
             raise ConversationNotFound(f"No conversation {conversation_id!r} in {self.path}.")
         return found[0]
-
-    def _turn_or_raise(self, turn_id: str) -> StoredTurn:
-        found = self.turn(turn_id)
-        if found is None:
-            raise TurnNotFound(f"No turn {turn_id!r} in {self.path} (deleted meanwhile?).")
-        return found
 
     def _connection(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -589,6 +584,10 @@ def _json(value: Any) -> str | None:
 
 def _prefixed(columns: str) -> str:
     return ", ".join(f"turns.{name.strip()}" for name in columns.split(","))
+
+
+def _turn_row(db: sqlite3.Connection, turn_id: str) -> sqlite3.Row | None:
+    return db.execute(f"SELECT {_TURN_COLUMNS} FROM turns WHERE id = ?", (turn_id,)).fetchone()
 
 
 def _turn(row: sqlite3.Row) -> StoredTurn:

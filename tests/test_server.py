@@ -269,7 +269,7 @@ def test_a_client_leaving_a_non_streamed_reply_stops_it(served):
             "last message",
         ),
         ("/v1/sentiment", {"input": []}, 400, "input"),
-        ("/v1/sentiment", {"input": "长" * 5000}, 400, "context window"),
+        ("/v1/sentiment", {"input": "长" * 20000}, 400, "context window"),  # serve: 8192
         ("/v1/sentiment", {"inputs": "x"}, 400, "input"),
         ("/v1/sentiment", b"x" * 1_100_000, 413, "bytes"),
     ],

@@ -30,6 +30,7 @@ from app.config import Settings, load_settings
 from app.llm import Completion, Engine, Prompt
 from app.models import resolve_model_path
 from app.roles.bank_cache import BankCache
+from app.roles.conversations import Conversations
 from app.roles.embedding import Embedder
 from app.roles.engine_like import EngineLike
 from app.roles.head import Head, check_fits
@@ -38,6 +39,7 @@ from app.roles.labelling import Decode, Labeller, Verdict, head_verdict
 from app.roles.prompting import Framing, PromptBuilder, Truncation, Turn
 from app.roles.prompts import Role, RoleBook, load_roles
 from app.roles.replying import Replier
+from app.roles.store import open_store
 from app.roles.tools import Tool
 from app.roles.user_heads import with_user_heads
 
@@ -61,6 +63,7 @@ class Assistant:
         )
         self.embedder = Embedder(engine)
         self._engine = engine
+        self._conversations: Conversations | None = None
 
     @property
     def engine(self) -> EngineLike:
@@ -204,6 +207,17 @@ class Assistant:
         milliseconds). `respond` does this on first use; call it first to show
         `progress(done, total)`. A role without a bank: nothing to do."""
         self.bank_cache.prepare(role, progress)
+
+    # -- kept conversations --------------------------------------------------------------
+
+    def conversations(self) -> Conversations:
+        """The conversations kept in the store (`settings.store`, pruned by `keep_days`):
+        list, open, continue (`say`), rename, export and delete them
+        (app/roles/conversations.py). The CLI's `--session`, the chat page and the Responses
+        API keep theirs in the same file."""
+        if self._conversations is None:
+            self._conversations = Conversations(self, open_store(self.settings))
+        return self._conversations
 
     # -- embeddings and any role ---------------------------------------------------------
 

@@ -10,7 +10,7 @@ from fastapi import Request
 
 from app.errors import InputError
 from app.roles.assistant import Assistant
-from app.roles.store import ConversationStore, store_path
+from app.roles.store import ConversationStore, open_store
 
 MAX_BATCH = 256  # texts per request, for sentiment and embeddings
 
@@ -24,9 +24,9 @@ def loaded_assistant(request: Request) -> Assistant:
 
 
 def loaded_store(request: Request) -> ConversationStore:
-    """The app's conversation store, opened once (at `settings.store`) on first use."""
+    """The app's conversation store, opened once (at `settings.store`, pruned by
+    `settings.keep_days`) on first use."""
     store = request.app.state.store
     if store is None:
-        assistant = loaded_assistant(request)
-        store = request.app.state.store = ConversationStore(store_path(assistant.settings))
+        store = request.app.state.store = open_store(loaded_assistant(request).settings)
     return store

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import app.roles.store as store_module
+import app.roles.store_file as store_file
 from app.config import load_settings
 from app.errors import InputError
 from app.roles.conversations import Conversations, history_of, items_text, message_item
@@ -33,6 +33,8 @@ from app.roles.store import (
 )
 from app.roles.tools import ToolCall
 from tests.conftest import ROOT
+
+STORE_FILES = ("store.py", "store_file.py")
 
 
 def said(text: str) -> list[dict]:
@@ -160,8 +162,8 @@ def test_an_older_store_is_migrated_forward_keeping_its_turns(tmp_path, monkeypa
     path = tmp_path / "conversations.sqlite3"
     make_store(path, turns=2)
     step = ("ALTER TABLE conversations ADD COLUMN pinned INTEGER NOT NULL DEFAULT 0",)
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*store_module.MIGRATIONS, step])
-    monkeypatch.setattr(store_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(store_file, "MIGRATIONS", [*store_file.MIGRATIONS, step])
+    monkeypatch.setattr(store_file, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     with ConversationStore(path) as migrated:
         assert [c.turn_count for c in migrated.conversations()] == [1, 1]
     db = sqlite3.connect(path)
@@ -503,9 +505,10 @@ def test_export_rename_and_delete(conversations, fake_engine):
         conversations.open("b")
 
 
-def test_store_module_is_stdlib_only():
-    source = (ROOT / "app" / "roles" / "store.py").read_text(encoding="utf-8")
-    imports = [line for line in source.splitlines() if line.startswith(("import ", "from "))]
+def test_store_modules_are_stdlib_only():
+    sources = [(ROOT / "app" / "roles" / name).read_text(encoding="utf-8") for name in STORE_FILES]
+    lines = [line for source in sources for line in source.splitlines()]
+    imports = [line for line in lines if line.startswith(("import ", "from "))]
     third_party = [line for line in imports if not line.startswith(("from app", "from __future__"))]
     modules = {line.split()[1].split(".")[0] for line in third_party}
     assert modules <= set(sys.stdlib_module_names), modules

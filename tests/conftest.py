@@ -51,6 +51,7 @@ class FakeEngine:
         self.supports_tools = True
         self.last_tools: list[dict] = []
         self.last_prompt: Prompt | None = None
+        self.call_chance = 0.0  # what opening_probability says of a tool call's opening tag
 
     def enqueue_choice(self, probabilities: list[float]) -> None:
         self.choices.append(probabilities)
@@ -116,6 +117,11 @@ class FakeEngine:
 
     def read_states_many(self, prompts: Sequence[Prompt], layers: Sequence[int]):
         return [self.read_states(prompt, layers) for prompt in prompts]
+
+    def opening_probability(self, prompt: Prompt, text: str) -> tuple[float, int]:
+        self.check_fits(prompt)
+        self.calls.append(("opening", self.last_messages))
+        return self.call_chance, 0
 
     def choose_with_grammar(self, prompt: Prompt, grammar: str, labels: Sequence[str]) -> str:
         self.calls.append(("grammar", self.last_messages))

@@ -32,7 +32,8 @@ def test_instructions_reach_json_and_tool_replies(fake_assistant, fake_engine):
     from app.roles.json_output import JsonFormat
 
     fake_engine.enqueue_reply(['{"a": 1}'])
-    fake_assistant.reply("给我 JSON", json_format=JsonFormat.any_object(), instructions="只写键 a。")
+    asked = {"json_format": JsonFormat.any_object(), "instructions": "只写键 a。"}
+    fake_assistant.reply("给我 JSON", **asked)
     assert "只写键 a。" in system_turn(fake_engine)
 
 

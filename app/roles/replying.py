@@ -9,6 +9,7 @@ reply takes none of that: each guard could cut the JSON short or ban a word an a
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -29,9 +30,13 @@ from app.roles.prompting import PLAIN, Framing, PromptBuilder, Turn, require_tex
 from app.roles.prompts import Role, RoleBook
 from app.roles.tools import CALL_OPEN, Tool, call_format
 
+log = logging.getLogger("allinone.replies")
+
 # JSON and tool replies are not cut short by a chat role's max_tokens (120 for 小暖).
 PLAIN_MAX_TOKENS = 512
 # Sampling options a caller may set that a role's `generation` does not carry.
+# A tools request's reply is a call when the model opens it with a tool call this likely.
+CALL_CHANCE = 0.5
 # Messages whose verdict, tone and shown turns are kept (a conversation's opening is felt again
 # every turn; a verdict is the same every time: labels are read greedily).
 FELT = 64
@@ -187,7 +192,9 @@ class Replier:
     ) -> Completion:
         """JSON and tool replies: the role's system prompt, no tone, no shown turns, and none of
         the chat guards (banned phrases, sentence limit, its stop strings, no-copy, repeat
-        penalty): each could cut the JSON short or ban the very words an argument must copy."""
+        penalty): each could cut the JSON short or ban the very words an argument must copy.
+        With tools and `tool_choice` "auto", whether to call is decided first
+        (`_call_or_prose`)."""
         _require_text_role(role)
         if json_format is not None and tools:
             raise InputError("response_format: JSON output and tools cannot be combined.")
@@ -197,7 +204,9 @@ class Replier:
                 "so this model cannot be shown tools. Leave tools out, or load a model whose "
                 "template has one (Qwen2.5)."
             )
-        forced = bool(tools) and tool_choice != "auto"
+        if tools and tool_choice == "auto":
+            return self._call_or_prose(role, text, history, tools, sampling, framing)
+        forced = bool(tools)
         if forced:
             name = None if tool_choice == "required" else tool_choice
             json_format = call_format(tools, name)
@@ -210,7 +219,23 @@ class Replier:
         grammar = json_format.grammar if json_format is not None else ""
         settings = replace(settings, max_sentences=0, grammar=grammar)
         start = CALL_OPEN if forced else ""
-        prompt = self.prompts.fit_history(
+        prompt = self._tools_prompt(role, system, text, history, tools, settings, framing, start)
+        return self.engine.stream(prompt, settings, reply_start=start)
+
+    def _tools_prompt(
+        self,
+        role: Role,
+        system: str,
+        text: str,
+        history: Sequence[Turn],
+        tools: Sequence[Tool],
+        settings: Sampling,
+        framing: Framing,
+        start: str = "",
+    ) -> Prompt:
+        """The system turn with the tools block (the template puts it there, so it is part of
+        the cached prefix: decoded once per tools block), then the history and the message."""
+        return self.prompts.fit_history(
             role,
             [{"role": "system", "content": system}],
             1,
@@ -221,7 +246,42 @@ class Replier:
             reply_start=start,
             truncation=framing.truncation,
         )
-        return self.engine.stream(prompt, settings, reply_start=start)
+
+    def _call_or_prose(
+        self,
+        role: Role,
+        text: str,
+        history: Sequence[Turn],
+        tools: Sequence[Tool],
+        sampling: dict[str, object],
+        framing: Framing,
+    ) -> Completion:
+        """A tool call, or a prose reply on the chat role's own path, decided greedily.
+
+        Why: a 0.5B model shown many tools calls one when it should not (offered Open WebUI's
+        36 built-in tools, it answered "我是不是太没用了？" with a call to ask_user and arguments
+        that made no sense), and its prose on the tools prompt had no tone and no guards. So
+        the probability that the reply opens with a tool call is read first. At CALL_CHANCE or
+        more the reply is a call, bound by the tools' grammar (a tool that exists, valid JSON);
+        below it, the role answers in prose as in a plain chat (its tone, its guards, without
+        the tools block), and the tools prompt's tokens count in its usage too. Either way the
+        decision is logged and left on the reply's `note` (the server sends it as a header).
+        """
+        defaults = {"stop": (), "max_tokens": PLAIN_MAX_TOKENS, "repeat_penalty": 1.0}
+        settings, _, _ = self.sampling(role, defaults)
+        system = framing.system(role.system_prompt(None))
+        prompt = self._tools_prompt(role, system, text, history, tools, settings, framing)
+        chance, cached = self.engine.opening_probability(prompt, CALL_OPEN)
+        call = chance >= CALL_CHANCE
+        note = f"{len(tools)} tools offered; {'call' if call else 'prose'} (p(call)={chance:.2f})"
+        log.info("tools request: %s", note)
+        if call:
+            reply = self.plain(role, text, history, None, tools, "required", sampling, framing)
+        else:
+            reply = self.toned(role, text, history, None, 1.0, (), sampling, framing)
+            reply.counts(len(prompt.tokens), cached)
+        reply.note = note
+        return reply
 
     def sampling(self, role: Role, overrides: dict[str, object]) -> tuple[Sampling, int, Drafts]:
         """The role's generation settings with the caller's overrides, its `no_copy` and its

@@ -118,7 +118,7 @@ class FakeEngine:
     def read_states_many(self, prompts: Sequence[Prompt], layers: Sequence[int]):
         return [self.read_states(prompt, layers) for prompt in prompts]
 
-    def opening_probability(self, prompt: Prompt, text: str) -> tuple[float, int]:
+    def opening_probability(self, prompt: Prompt, openings: Sequence[str]) -> tuple[float, int]:
         self.check_fits(prompt)
         self.calls.append(("opening", self.last_messages))
         return self.call_chance, 0

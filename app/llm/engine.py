@@ -134,8 +134,8 @@ class Engine:
     def read_states(self, prompt: Prompt, layers: Sequence[int]) -> np.ndarray:
         return self.labels.read_states(prompt, layers)
 
-    def opening_probability(self, prompt: Prompt, text: str) -> tuple[float, int]:
-        return self.labels.opening_probability(prompt, text)
+    def opening_probability(self, prompt: Prompt, openings: Sequence[str]) -> tuple[float, int]:
+        return self.labels.opening_probability(prompt, openings)
 
     def read_states_many(
         self, prompts: Sequence[Prompt], layers: Sequence[int]

@@ -37,6 +37,8 @@ PLAIN_MAX_TOKENS = 512
 # Sampling options a caller may set that a role's `generation` does not carry.
 # A tools request's reply is a call when the model opens it with a tool call this likely.
 CALL_CHANCE = 0.5
+# How a call opens: the template's tag, or (seen from the 0.5B models) the call's JSON bare.
+CALL_OPENINGS = (CALL_OPEN, '{"')
 # Messages whose verdict, tone and shown turns are kept (a conversation's opening is felt again
 # every turn; a verdict is the same every time: labels are read greedily).
 FELT = 64
@@ -198,14 +200,14 @@ class Replier:
         _require_text_role(role)
         if json_format is not None and tools:
             raise InputError("response_format: JSON output and tools cannot be combined.")
+        if tools and tool_choice == "auto":
+            return self._call_or_prose(role, text, history, tools, sampling, framing)
         if tools and not self.engine.supports_tools:
             raise InputError(
                 f"tools: the chat template of {self.engine.model_name!r} has no tools section, "
                 "so this model cannot be shown tools. Leave tools out, or load a model whose "
                 "template has one (Qwen2.5)."
             )
-        if tools and tool_choice == "auto":
-            return self._call_or_prose(role, text, history, tools, sampling, framing)
         forced = bool(tools)
         if forced:
             name = None if tool_choice == "required" else tool_choice
@@ -263,25 +265,45 @@ class Replier:
         that made no sense), and its prose on the tools prompt had no tone and no guards. So
         the probability that the reply opens with a tool call is read first. At CALL_CHANCE or
         more the reply is a call, bound by the tools' grammar (a tool that exists, valid JSON);
-        below it, the role answers in prose as in a plain chat (its tone, its guards, without
-        the tools block), and the tools prompt's tokens count in its usage too. Either way the
-        decision is logged and left on the reply's `note` (the server sends it as a header).
+        below it, the role answers in prose as in a plain chat (felt first when the role is
+        steered: its tone, its guards; without the tools block), and the tools prompt's tokens
+        count in its usage too. A model whose template cannot show tools answers in prose.
+        Either way the decision is logged and left on the reply's `note` (the server sends it
+        as a header).
         """
+        offered = f"{len(tools)} tools offered"
+        if not self.engine.supports_tools:
+            reply = self._prose(role, text, history, sampling, framing)
+            reply.note = f"{offered}; prose (this model's chat template cannot show tools)"
+            log.info("tools request: %s", reply.note)
+            return reply
         defaults = {"stop": (), "max_tokens": PLAIN_MAX_TOKENS, "repeat_penalty": 1.0}
         settings, _, _ = self.sampling(role, defaults)
         system = framing.system(role.system_prompt(None))
         prompt = self._tools_prompt(role, system, text, history, tools, settings, framing)
-        chance, cached = self.engine.opening_probability(prompt, CALL_OPEN)
-        call = chance >= CALL_CHANCE
-        note = f"{len(tools)} tools offered; {'call' if call else 'prose'} (p(call)={chance:.2f})"
-        log.info("tools request: %s", note)
-        if call:
+        chance, cached = self.engine.opening_probability(prompt, CALL_OPENINGS)
+        if chance >= CALL_CHANCE:
             reply = self.plain(role, text, history, None, tools, "required", sampling, framing)
+            reply.note = f"{offered}; call (p(call)={chance:.2f})"
         else:
-            reply = self.toned(role, text, history, None, 1.0, (), sampling, framing)
+            reply = self._prose(role, text, history, sampling, framing)
             reply.counts(len(prompt.tokens), cached)
-        reply.note = note
+            reply.note = f"{offered}; prose (p(call)={chance:.2f})"
+        log.info("tools request: %s", reply.note)
         return reply
+
+    def _prose(
+        self,
+        role: Role,
+        text: str,
+        history: Sequence[Turn],
+        sampling: dict[str, object],
+        framing: Framing,
+    ) -> Completion:
+        """The role's plain chat reply: felt first (its tone, its guards) when it is steered."""
+        if role.steered_by:
+            return self.respond(text, history, role.name, sampling, framing)[1]
+        return self.toned(role, text, history, None, 1.0, (), sampling, framing)
 
     def sampling(self, role: Role, overrides: dict[str, object]) -> tuple[Sampling, int, Drafts]:
         """The role's generation settings with the caller's overrides, its `no_copy` and its

@@ -21,7 +21,7 @@ from app.llm.bans import copy_runs
 from app.llm.lru import Lru
 from app.roles.bank import Exchange
 from app.roles.bank_cache import BankCache
-from app.roles.drafts import DRAFT_FOR_JUDGE, Drafts, best_draft
+from app.roles.drafts import Drafts, best_of
 from app.roles.engine_like import EngineLike
 from app.roles.head import features
 from app.roles.json_output import JsonFormat
@@ -178,7 +178,7 @@ class Replier:
             banned += copy_runs(self.engine.tokenize(source), no_copy)
         settings = replace(settings, banned=tuple(banned), no_repeat=no_copy)
         if drafts.candidates > 1:
-            return self._best_of(role, text, prompt, settings, drafts)
+            return best_of(self.engine, self.labeller, role, text, prompt, settings, drafts)
         return self.engine.stream(prompt, settings)
 
     def plain(
@@ -329,29 +329,6 @@ class Replier:
                 "add 'judged_by: ROLE' to it in prompts.yaml, or ask for 1 candidate."
             )
         return Sampling(**settings), no_copy, drafts  # type: ignore[arg-type]
-
-    def _best_of(
-        self, role: Role, text: str, prompt: Prompt, settings: Sampling, plan: Drafts
-    ) -> Completion:
-        """`plan.candidates` drafts of the reply, written together: the first as a lone reply,
-        the others sampled at `plan.temperature` with the seeds after the reply's. The judge
-        role's best is sent (app/roles/drafts.py)."""
-        judge = self.labeller.label_role(role.judged_by)
-        drafts = [self.engine.stream(prompt, settings)]
-        drafts += [
-            self.engine.stream(
-                prompt, replace(settings, seed=settings.seed + number, temperature=plan.temperature)
-            )
-            for number in range(1, plan.candidates)
-        ]
-
-        def score(draft: str) -> float:
-            shown = DRAFT_FOR_JUDGE.format(message=text, reply=draft)
-            verdict, _ = self.labeller.judge(shown, judge)
-            return verdict.probabilities[judge.labels[0]]
-
-        outer = Completion(len(prompt.tokens))
-        return outer.run(best_draft(outer, drafts, score))
 
 
 def _require_text_role(role: Role) -> None:

@@ -69,14 +69,14 @@ def items_text(items: Sequence[dict[str, Any]], role: str | None = None) -> str:
 
 
 def history_of(turns: Sequence[StoredTurn]) -> list[Turn]:
-    """A chain's messages as the prompt takes them: each turn's input, then its output when it
-    completed (an unfinished turn's partial answer is not shown to the model again). System and
-    developer messages are instructions, not history, and are left out."""
+    """A chain's messages as the prompt takes them: each turn's input, then its output, as the
+    person saw it (a reply cut at its token limit or left by its reader is kept as far as it
+    went, so the next turn does not follow a message with no answer; a turn cut by a crash has
+    none). System and developer messages are instructions, not history, and are left out."""
     history: list[Turn] = []
     for turn in turns:
         history.extend(_turns_of(turn.input_items))
-        if turn.status == "completed":
-            history.extend(_turns_of(turn.output_items))
+        history.extend(_turns_of(turn.output_items))
     return history
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -424,3 +425,11 @@ def chunk_json(
     return json.dumps(
         {**meta, "object": "chat.completion.chunk", "choices": [choice]}, ensure_ascii=False
     )
+
+
+def decision_headers(completions: Sequence[Completion]) -> dict[str, str]:
+    """How a tools request was answered (call or prose, and why), as a response header: a
+    client offering tools can see that the model chose prose rather than guess
+    (app/roles/replying.py, `_call_or_prose`)."""
+    notes = [completion.note for completion in completions if completion.note]
+    return {"X-AllInOne-Tools": notes[0]} if notes else {}

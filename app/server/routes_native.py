@@ -25,7 +25,7 @@ from app.errors import InputError
 from app.roles.assistant import Verdict
 from app.roles.conversations import Conversations
 from app.roles.store import ConversationNotFound
-from app.server.openai_api import ChatMessage, split_messages
+from app.server.openai_api import ChatMessage, instructions_of, split_messages
 from app.server.routes_sessions import not_found
 from app.server.state import MAX_BATCH, loaded_assistant, loaded_store
 from app.server.streaming import pieces, unless_gone
@@ -69,7 +69,10 @@ async def respond(body: RespondRequest, request: Request) -> dict[str, Any] | Ev
     sampling = {"temperature": body.temperature, "max_tokens": body.max_tokens, "seed": body.seed}
     if body.session is not None or body.keep:
         return await _respond_kept(body, request, text, sampling)
-    verdict, stream = await run_in_threadpool(lambda: current.respond(text, history, **sampling))
+    instructions = instructions_of(body.messages)  # added after the role's prompt, as on /v1/chat
+    verdict, stream = await run_in_threadpool(
+        lambda: current.respond(text, history, instructions=instructions, **sampling)
+    )
     if not body.stream:
         reply = await unless_gone(request, [stream], lambda: "".join(stream))
         return {"sentiment": _verdict_json(verdict, 0), "reply": reply}

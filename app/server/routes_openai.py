@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -25,6 +25,7 @@ from app.server.openai_api import (
     ChatRequest,
     EmbeddingRequest,
     chunk_json,
+    decision_headers,
     embedding_json,
     instructions_of,
     label_completion,
@@ -53,7 +54,7 @@ async def models(request: Request) -> dict[str, Any]:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatRequest, request: Request
+    body: ChatRequest, request: Request, response: Response
 ) -> dict[str, Any] | EventSourceResponse:
     current = loaded_assistant(request)
     body.check_supported()
@@ -70,11 +71,15 @@ async def chat_completions(
         tools: list[Tool] = []
         completions = [await run_in_threadpool(label_completion, current, text, role)]
     else:
-        tools, completions = _replies(body, current, role, text, history, instructions)
+        # In a thread: a tools request decides call or prose on the model before it answers.
+        tools, completions = await run_in_threadpool(
+            _replies, body, current, role, text, history, instructions
+        )
     parallel = body.parallel_tool_calls is not False
+    headers = decision_headers(completions)
     if body.stream:
         chunks = _openai_stream(request, completions, meta, body, tools, parallel)
-        return EventSourceResponse(chunks)
+        return EventSourceResponse(chunks, headers=headers)
 
     def finish_all() -> list[dict[str, Any]]:
         return [
@@ -83,6 +88,7 @@ async def chat_completions(
         ]
 
     choices = await unless_gone(request, completions, finish_all)
+    response.headers.update(headers)
     return {
         **meta,
         "object": "chat.completion",

@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -32,7 +32,13 @@ from app.roles.conversations import history_of, usage_of, verdict_dict
 from app.roles.store import ConversationStore, Status, StoredTurn, new_id
 from app.roles.tools import Tool, split_tool_calls
 from app.server.errors import NotFound
-from app.server.openai_api import FieldError, join_instructions, label_completion, role_name
+from app.server.openai_api import (
+    FieldError,
+    decision_headers,
+    join_instructions,
+    label_completion,
+    role_name,
+)
 from app.server.request_log import request_id_of
 from app.server.responses_api import (
     Events,
@@ -85,7 +91,7 @@ class Keeper:
 
 @router.post("/v1/responses", response_model=None)
 async def create_response(
-    body: ResponsesRequest, request: Request
+    body: ResponsesRequest, request: Request, response: Response
 ) -> dict[str, Any] | EventSourceResponse:
     current = loaded_assistant(request)
     body.check_supported()
@@ -116,8 +122,10 @@ async def create_response(
         )
         shape.id, shape.created_at = turn.id, turn.created_at
     keeper = Keeper(kept, shape.id)
+    headers = decision_headers([plan.completion])
     if body.stream:
-        return EventSourceResponse(_stream(request, plan, shape, keeper))
+        return EventSourceResponse(_stream(request, plan, shape, keeper), headers=headers)
+    response.headers.update(headers)
     return await _whole(request, plan, shape, keeper)
 
 
@@ -144,16 +152,14 @@ def list_input_items(
     include: Annotated[list[str] | None, Query()] = None,  # accepted and ignored, as on POST
 ) -> dict[str, Any]:
     """The items of the whole chain up to this turn's input: the conversation as the model saw
-    it (earlier turns' inputs, and their outputs when they completed, as `history_of` shows
-    them), newest first unless order=asc; `after` an item id, to page on."""
+    it (earlier turns' inputs and outputs, as `history_of` shows them), newest first unless
+    order=asc; `after` an item id, to page on."""
     chain = loaded_store(request).chain(response_id)
     if not chain:
         raise _not_found(response_id)
     items: list[dict[str, Any]] = []
     for turn in chain[:-1]:
-        items += served_inputs(turn)
-        if turn.status == "completed":
-            items += served_outputs(turn)
+        items += served_inputs(turn) + served_outputs(turn)
     items += served_inputs(chain[-1])
     if order == "desc":
         items.reverse()

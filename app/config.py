@@ -78,7 +78,13 @@ class Settings(BaseSettings):
         default_factory=lambda: bundled_file("prompts.yaml", "prompts.yaml"),
         description="The roles file (system prompts, labels, generation settings).",
     )
-    n_ctx: int = Field(default=2048, ge=256, le=32768, description="Context window in tokens.")
+    n_ctx: int = Field(
+        default=2048,
+        ge=256,
+        le=32768,
+        description="Context window in tokens (`serve` uses 8192 unless given: room for a "
+        "client's tools block and a conversation).",
+    )
     n_threads: int = Field(
         default_factory=default_threads, ge=1, le=256, description="CPU threads for llama.cpp."
     )
@@ -96,8 +102,9 @@ class Settings(BaseSettings):
         ge=1,
         le=16,
         description="Chat replies generated together, one token each per llama.cpp call "
-        "(continuous batching). Each slot keeps its own KV: n_ctx x ~12 KB for the 0.5B models "
-        "(24 MB at --ctx 2048). 1: one reply at a time, no extra memory.",
+        "(continuous batching). Each slot keeps its own KV of 2048 tokens (or --ctx if "
+        "smaller), ~24 MB for the 0.5B models; a longer request is answered alone. 1: one reply "
+        "at a time, no extra memory.",
     )
     seed: int | None = Field(
         default=None, ge=0, description="Random seed for chat replies (unset: a new one each time)."

@@ -343,7 +343,7 @@ def usage_json(usage: Usage) -> dict[str, Any]:
 
 def total_usage(completions: list[Completion]) -> Usage:
     """The prompt once (every choice answers the same one), the tokens of all choices."""
-    first = completions[0]
+    first = completions[0].usage
     sampled = sum(completion.completion_tokens for completion in completions)
     return Usage(first.prompt_tokens, sampled, first.cached_tokens)
 

@@ -64,13 +64,17 @@ def test_a_conversation_keeps_its_openings_start_and_notes_a_new_mood(fake_assis
     verdict, reply = fake_assistant.respond("不过晚上吃到了好吃的！", history)
     reply.text()
     assert verdict.label == "正面"
-    assert fake_engine.last_prompt.tokens[: len(first)] == first, "turn 2 starts with turn 1"
-    note = fake_engine.last_messages[-2]
-    assert note == {"role": "system", "content": role.tones["正面"].instruction.strip()}
-    # the same mood as the opening: no note
+    second = list(fake_engine.last_prompt.tokens)
+    assert second[: len(first)] == first, "turn 2 starts with turn 1"
+    glad_note = {"role": "system", "content": role.tones["正面"].instruction.strip()}
+    assert fake_engine.last_messages[-2] == glad_note
+    # Turn 3: turn 2's note stays before turn 2's message, so turn 3 starts with turn 2 whole.
+    history += [Turn("user", "不过晚上吃到了好吃的！"), Turn("assistant", "好的")]
     fake_engine.enqueue_choice(SAD)
     fake_assistant.respond("又要加班。", history)[1].text()
-    assert fake_engine.last_messages[-2]["role"] == "assistant"
+    assert fake_engine.last_prompt.tokens[: len(second)] == second, "turn 3 starts with turn 2"
+    assert fake_engine.last_messages[-2]["role"] == "assistant", "the opening's mood: no note"
+    assert fake_engine.last_messages.count(glad_note) == 1
 
 
 @pytest.mark.model

@@ -7,7 +7,7 @@ disk) only when every caller builds it token for token the same way.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -127,20 +127,25 @@ class PromptBuilder:
         *,
         tools: Sequence[dict[str, Any]] = (),
         reply_start: str = "",
-        note: str | None = None,
+        notes: Mapping[int, str] | None = None,
         truncation: Truncation = "auto",
     ) -> Prompt:
         """The reply's prompt: `prefix`, as much of `history` as leaves room for the reply
-        (oldest turns dropped first, unless `truncation` is "disabled"), then `note` as a system
-        turn (this message's tone, when it differs from the conversation's), then `text`'s user
-        turn. The note comes after the history so that the history's KV stays reusable."""
+        (oldest turns dropped first, unless `truncation` is "disabled"), then `text`'s user
+        turn. `notes[i]` goes as a system turn just before `history[i]` (`notes[len(history)]`
+        before `text`): a message's tone when it differs from the conversation's. Every turn
+        keeps its note in every later prompt, so each prompt begins with the last one."""
+        notes = dict(notes or {})
         user = {"role": "user", "content": role.render(text)}
-        last = [{"role": "system", "content": note}, user] if note else [user]
         reserve = min(sampling.max_tokens, self.engine.n_ctx // 4)
         while True:
-            turns = [turn.message() for turn in history]
+            turns: list[dict[str, Any]] = []
+            for index, turn in enumerate([*history, None]):
+                if index in notes:
+                    turns.append({"role": "system", "content": notes[index]})
+                turns.append(turn.message() if turn is not None else user)
             prompt = self.engine.chat_prompt(
-                [*prefix, *turns, *last],
+                [*prefix, *turns],
                 prefix_messages=len(prefix),
                 base_messages=base,
                 tools=tools,
@@ -158,4 +163,6 @@ class PromptBuilder:
                         "allow truncation (oldest turns are dropped) or start a new conversation."
                     ) from None
                 # Drop the oldest exchange (user + assistant) so turns stay paired.
-                history = history[2:] if len(history) >= 2 else []
+                dropped = min(2, len(history))
+                history = history[dropped:]
+                notes = {index - dropped: note for index, note in notes.items() if index >= dropped}

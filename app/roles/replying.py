@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from app.config import Settings
@@ -77,17 +77,21 @@ class Replier:
         bank's group nearest to `text` (by the states that verdict read) the turns shown.
 
         In a conversation the prompt's start (tone and turns shown) is the one its opening
-        message picked, so every turn's prompt begins with the last one's and the KV already
-        decoded for the earlier turns is reused; a message whose tone differs from the
-        opening's gets that tone as a note just before it (`fit_history`)."""
+        message picked, and a message whose tone differs from the opening's gets that tone as
+        a note just before it, in this prompt and every later one (`fit_history`). So every
+        turn's prompt begins with the last one's, and the KV already decoded for the earlier
+        turns is reused."""
         chosen = self.roles.get(role or self.roles.defaults.chat)
         verdict, tone, shots = self._feel(chosen, text)
-        prefix_tone, note = tone, None
+        prefix_tone, notes = tone, {}
         opening = next((turn.content for turn in history if turn.role == "user"), None)
         if opening is not None:
             _, prefix_tone, shots = self._feel(chosen, opening)
-            if tone != prefix_tone and tone in chosen.tones:
-                note = chosen.tones[tone].instruction.strip()
+            said = [(i, turn.content) for i, turn in enumerate(history) if turn.role == "user"]
+            for index, message in [*said, (len(history), text)]:
+                mood = tone if index == len(history) else self._feel(chosen, message)[1]
+                if mood != prefix_tone and mood in chosen.tones:
+                    notes[index] = chosen.tones[mood].instruction.strip()
         reply = self.toned(
             chosen,
             text,
@@ -98,7 +102,7 @@ class Replier:
             sampling,
             framing,
             prefix_tone=prefix_tone,
-            note=note,
+            notes=notes,
         )
         return verdict, reply
 
@@ -141,11 +145,11 @@ class Replier:
         framing: Framing = PLAIN,
         *,
         prefix_tone: str | None = None,
-        note: str | None = None,
+        notes: Mapping[int, str] | None = None,
     ) -> Completion:
         """The chat's reply in `tone` (a verdict at `confidence`), with `shots` shown before
         `history`, and the guards against copying and the tone's words. The system prompt
-        carries `prefix_tone` (default: `tone`); `note` goes just before the message."""
+        carries `prefix_tone` (default: `tone`); `notes` go before the turns they index."""
         _require_text_role(role)
         settings, no_copy, drafts = self.sampling(role, sampling)
         text = require_text(text)
@@ -160,7 +164,7 @@ class Replier:
                     text,
                     list(history),
                     settings,
-                    note=note,
+                    notes=notes,
                     truncation=framing.truncation,
                 )
                 break
@@ -173,7 +177,7 @@ class Replier:
         banned = list(self.engine.phrase_tokens(role.avoided(tone, confidence)))
         # Not the message, not a turn shown, and not the instructions (a 0.5B model reads its
         # tone instruction out as the reply's end: seen here).
-        instructions = [prefix[0]["content"], note or ""]
+        instructions = [prefix[0]["content"], *(notes or {}).values()]
         for source in [text, *instructions, *(e.output for e in examples)]:
             banned += copy_runs(self.engine.tokenize(source), no_copy)
         settings = replace(settings, banned=tuple(banned), no_repeat=no_copy)

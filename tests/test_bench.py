@@ -117,7 +117,7 @@ def test_served_rows_set_each_figure_beside_its_reference():
         "follow-up turn": {
             "turns": 3,
             "responses": [_timed(1.0, 260, 240), _timed(1.2, 350, 300), _timed(1.5, 410, 360)],
-            "chat_completions": [_timed(2, 140, 120), _timed(0.8, 200, 140), _timed(0.6, 260, 200)],
+            "stateless": [_timed(2, 140, 120), _timed(0.8, 200, 140), _timed(0.6, 260, 200)],
         },
     }
     rows = {row.measure: row for row in bench.checks(results, model_mb=469.0)}

@@ -553,7 +553,7 @@ def served_checks(results: dict[str, Any]) -> list[Check]:
     follow = results.get(serving.PARTS[1])
     if follow:
         for turn in range(1, follow["turns"]):
-            kept, whole = follow["responses"][turn], follow["chat_completions"][turn]
+            kept, whole = follow["responses"][turn], follow["stateless"][turn]
             name = f"follow-up turn {turn + 1}"
             rows.append(
                 Check(
@@ -561,7 +561,7 @@ def served_checks(results: dict[str, Any]) -> list[Check]:
                     kept["first_s"],
                     "s",
                     whole["first_s"],
-                    "history sent whole, chat completions",
+                    "history sent whole, store false",
                 )
             )
             for way, timed in (("previous_response_id", kept), ("history sent whole", whole)):

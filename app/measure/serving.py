@@ -36,6 +36,9 @@ from app.errors import InputError
 TOOLS_FILE = Path(__file__).resolve().parents[2] / "tests" / "data" / "openwebui_tools.json"
 TOOLS_MESSAGES = ("今天是几号？", "帮我记住：我喜欢喝绿茶。", "最近总是睡不好，怎么办？")
 FOLLOW_UP = ("周末想出去走走，有什么建议吗？", "我住在杭州，预算不多。", "那要是下雨呢？")
+# The same conversation in other words, for the stateless run: a message the server has felt
+# before is not judged again (its verdict is kept), which would favour whichever ran second.
+FOLLOW_UP_AGAIN = ("周末想出门逛逛，有什么建议吗？", "我住在苏州，预算不高。", "那如果下雨呢？")
 PARTS = ("tools block", "follow-up turn")
 # Settings the served measures keep as serve has them: its context, a store of their own.
 SERVER_OWN = {"n_ctx", "store", "keep_days"}
@@ -142,11 +145,17 @@ class Server:
         timed = _timed(started, first, usage.get("prompt_tokens"), usage, text)
         return Timed(**{**asdict(timed), "calls": calls})
 
-    def respond(self, text: str, previous_id: str | None) -> Timed:
-        """A streamed Responses API turn, after `previous_id` when given."""
+    def respond(
+        self, text: str, previous_id: str | None, history: list[dict[str, str]] | None = None
+    ) -> Timed:
+        """A streamed Responses API turn: after `previous_id` (kept by the server), or after
+        `history` sent whole and not kept (store false)."""
         body: dict[str, Any] = {"model": "allinone", "input": text}
         if previous_id:
             body["previous_response_id"] = previous_id
+        if history is not None:
+            body["input"] = [*history, {"role": "user", "content": text}]
+            body["store"] = False
         started = time.perf_counter()
         first, done, reply = None, {}, ""
         for arrived, event in self.stream("/v1/responses", body):
@@ -198,8 +207,9 @@ def tools_block(server: Server) -> dict[str, Any]:
 
 
 def follow_up(server: Server) -> dict[str, Any]:
-    """Turns 2 and 3 of one conversation: kept by the server (previous_response_id), and sent
-    whole each time (chat completions) with the same turns, after their own turn 1."""
+    """Turns 2 and 3 of a conversation kept by the server (previous_response_id), and of the
+    same conversation in other words sent whole each time (the same Responses path, store
+    false), each after its own turn 1."""
     kept, previous = [], None
     for message in FOLLOW_UP:
         turn = server.respond(message, previous)
@@ -207,14 +217,17 @@ def follow_up(server: Server) -> dict[str, Any]:
         previous = turn.response_id
     history: list[dict[str, str]] = []
     stateless = []
-    for message, answer in zip(FOLLOW_UP, kept, strict=True):
-        history.append({"role": "user", "content": message})
-        stateless.append(server.chat(history))
-        history.append({"role": "assistant", "content": answer.text})
+    for message in FOLLOW_UP_AGAIN:
+        answer = server.respond(message, None, history)
+        stateless.append(answer)
+        history += [
+            {"role": "user", "content": message},
+            {"role": "assistant", "content": answer.text},
+        ]
     return {
         "turns": len(FOLLOW_UP),
         "responses": [asdict(turn) for turn in kept],
-        "chat_completions": [asdict(turn) for turn in stateless],
+        "stateless": [asdict(turn) for turn in stateless],
     }
 
 

@@ -20,10 +20,16 @@ from app.errors import (
 )
 from app.llm import Completion, Usage
 from app.roles.assistant import Assistant, Turn, Verdict
+from app.roles.conversations import Conversations
 from app.roles.json_output import JsonFormat
+from app.roles.store import Conversation, ConversationStore, StoredTurn
 from app.roles.tools import Tool, ToolCall, split_tool_calls
 
 __all__ = [
+    "Conversation",
+    "ConversationStore",
+    "Conversations",
+    "StoredTurn",
     "AllInOneError",
     "Assistant",
     "Completion",

@@ -42,6 +42,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "allinone"
 
 
+def default_store_path() -> Path:
+    """Where conversations are kept: $XDG_DATA_HOME/allinone/conversations.sqlite3
+    (~/.local/share/...), next to the heads trained on this machine."""
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "allinone" / "conversations.sqlite3"
+
+
 def default_threads() -> int:
     """llama.cpp is fastest with one thread per physical core; 4 is plenty for a 0.5B model."""
     return max(1, min(4, os.cpu_count() or 1))
@@ -71,7 +78,13 @@ class Settings(BaseSettings):
         default_factory=lambda: bundled_file("prompts.yaml", "prompts.yaml"),
         description="The roles file (system prompts, labels, generation settings).",
     )
-    n_ctx: int = Field(default=2048, ge=256, le=32768, description="Context window in tokens.")
+    n_ctx: int = Field(
+        default=2048,
+        ge=256,
+        le=32768,
+        description="Context window in tokens (`serve` uses 8192 unless given: room for a "
+        "client's tools block and a conversation).",
+    )
     n_threads: int = Field(
         default_factory=default_threads, ge=1, le=256, description="CPU threads for llama.cpp."
     )
@@ -89,13 +102,25 @@ class Settings(BaseSettings):
         ge=1,
         le=16,
         description="Chat replies generated together, one token each per llama.cpp call "
-        "(continuous batching). Each slot keeps its own KV: n_ctx x ~12 KB for the 0.5B models "
-        "(24 MB at --ctx 2048). 1: one reply at a time, no extra memory.",
+        "(continuous batching). Each slot keeps its own KV of 2048 tokens (or --ctx if "
+        "smaller), ~24 MB for the 0.5B models; a longer request is answered alone. 1: one reply "
+        "at a time, no extra memory.",
     )
     seed: int | None = Field(
         default=None, ge=0, description="Random seed for chat replies (unset: a new one each time)."
     )
     verbose: bool = Field(default=False, description="Show llama.cpp's own log lines.")
+    store: Path | None = Field(
+        default_factory=default_store_path,
+        description="The SQLite file where conversations are kept (`chat --session`, "
+        "`sessions`, the server's Responses API and chat page).",
+    )
+    keep_days: float | None = Field(
+        default=None,
+        ge=0,
+        description="Delete conversations untouched for longer than this many days, each time "
+        "the store is opened. Unset: keep every conversation.",
+    )
 
 
 def load_settings(**overrides: object) -> Settings:

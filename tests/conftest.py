@@ -6,6 +6,7 @@ command; a silent skip would let a broken setup look green.
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -50,6 +51,7 @@ class FakeEngine:
         self.supports_tools = True
         self.last_tools: list[dict] = []
         self.last_prompt: Prompt | None = None
+        self.call_chance = 0.0  # what opening_probability says of a tool call's opening tag
 
     def enqueue_choice(self, probabilities: list[float]) -> None:
         self.choices.append(probabilities)
@@ -116,6 +118,11 @@ class FakeEngine:
     def read_states_many(self, prompts: Sequence[Prompt], layers: Sequence[int]):
         return [self.read_states(prompt, layers) for prompt in prompts]
 
+    def opening_probability(self, prompt: Prompt, openings: Sequence[str]) -> tuple[float, int]:
+        self.check_fits(prompt)
+        self.calls.append(("opening", self.last_messages))
+        return self.call_chance, 0
+
     def choose_with_grammar(self, prompt: Prompt, grammar: str, labels: Sequence[str]) -> str:
         self.calls.append(("grammar", self.last_messages))
         return labels[0]
@@ -136,6 +143,21 @@ class FakeEngine:
             completion.finish_reason = "stop"
 
         return completion.run(generate())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _conversations_stay_in_a_temporary_store(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[None]:
+    """No test (nor a server or CLI process it starts) writes the user's own store: the
+    default one is a temporary file unless a test gives --store / ALLINONE_STORE itself."""
+    saved = os.environ.get("ALLINONE_STORE")
+    os.environ["ALLINONE_STORE"] = str(tmp_path_factory.mktemp("store") / "conversations.sqlite3")
+    yield
+    if saved is None:
+        os.environ.pop("ALLINONE_STORE", None)
+    else:
+        os.environ["ALLINONE_STORE"] = saved
 
 
 @pytest.fixture(scope="session", autouse=True)

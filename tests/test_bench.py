@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from app.errors import InputError
 from app.measure import bench
 from tests.conftest import run_cli
 
@@ -96,3 +97,45 @@ def test_bench_runs_on_the_real_model(model_path, tmp_path):
     assert raw["classify_file"]["texts"] == 3 and raw["classify_file"]["article_s"] > 0
     assert (tmp_path / "bench.md").read_text().count("|") > 20
     assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+def _timed(first_s: float, prompt: int, cached: int, calls: int = 0) -> dict:
+    return {"first_s": first_s, "prompt_tokens": prompt, "cached_tokens": cached, "calls": calls}
+
+
+def test_served_rows_set_each_figure_beside_its_reference():
+    results = {
+        "tools block": {
+            "tools": 36,
+            "cold": _timed(300.0, 6900, 0),
+            "cached": [_timed(3.0, 6736, 6734, calls=1), _timed(5.0, 7000, 6960)],
+            "cached_first_s": 4.0,
+            "rss_before_mb": 700.0,
+            "rss_after_mb": 1225.0,
+            "rss_peak_mb": 1750.0,
+        },
+        "follow-up turn": {
+            "turns": 3,
+            "responses": [_timed(1.0, 260, 240), _timed(1.2, 350, 300), _timed(1.5, 410, 360)],
+            "stateless": [_timed(2, 140, 120), _timed(0.8, 200, 140), _timed(0.6, 260, 200)],
+        },
+    }
+    rows = {row.measure: row for row in bench.checks(results, model_mb=469.0)}
+    assert len(rows) == 6 + 6, "tools: first piece, 3 cached-token rows, 2 RSS; 3 rows a turn"
+    first = rows["36 tools, new message: first piece, s (a tools reply comes whole)"]
+    assert first.ratio == pytest.approx(4.0 / 300.0)
+    assert rows["36 tools, new message (a call): cached prompt tokens"].ours == 6734
+    assert rows["36 tools, first message (prose): cached prompt tokens"].ratio == 0
+    assert rows["serve: RSS after the tools block, MB"].ratio == pytest.approx(1.75)
+    turn3 = rows["follow-up turn 3: first piece, s, previous_response_id"]
+    assert turn3.ratio == pytest.approx(1.5 / 0.6)
+    assert rows["follow-up turn 2: cached prompt tokens, history sent whole"].ours == 140
+    assert all(row.met is None for row in rows.values()), "printed figures, no targets"
+    assert "| 36 tools, new message (prose): cached prompt tokens | 6,960 tokens |" in bench.table(
+        list(rows.values())
+    )
+
+
+def test_an_unknown_part_is_refused_before_anything_runs():
+    with pytest.raises(InputError, match="tools blok"):
+        bench.run(None, [], {}, only=("tools blok",))

@@ -149,9 +149,17 @@ def test_a_schema_the_grammar_cannot_enforce_names_the_part(app_client):
     assert "minimum" in error["message"]
 
 
-def test_tools_on_a_template_without_them_are_refused(app_client, fake_engine):
+def test_tools_on_a_template_without_them_are_prose_or_refused(app_client, fake_engine):
+    """A model whose template cannot show tools (Qwen1.5) answers a client that offers tools
+    anyway (Open WebUI offers its own with every message) in prose, and says so; a client that
+    requires a call is refused."""
     fake_engine.supports_tools = False
+    fake_engine.enqueue_reply(["你好呀"])
     response = post(app_client, {"messages": HELLO, "tools": [WEATHER]})
+    assert response.json()["choices"][0]["message"]["content"] == "你好呀"
+    assert "cannot show tools" in response.headers["x-allinone-tools"]
+    body = {"messages": HELLO, "tools": [WEATHER], "tool_choice": "required"}
+    response = post(app_client, body)
     assert response.status_code == 400
     assert "no tools section" in response.json()["error"]["message"]
 
@@ -179,11 +187,28 @@ def test_a_tool_result_turn_reaches_the_template(app_client, fake_engine):
         {"role": "user", "content": "那要带伞吗？"},
     ]
     assert post(app_client, {"messages": messages, "tools": [WEATHER]}).status_code == 200
+    [decided] = [asked for kind, asked in fake_engine.calls if kind == "opening"]
+    assert [m["role"] for m in decided] == ["system", "user", "assistant", "tool", "user"]
+    assert decided[2]["tool_calls"][0]["function"]["arguments"] == {"city": "北京"}
+    # no call (the fake's chance is 0): the answer is the chat role's prose, after the same turns
     roles = [m["role"] for m in fake_engine.last_messages]
-    assert roles == ["system", "user", "assistant", "tool", "user"]
-    assert fake_engine.last_messages[2]["tool_calls"][0]["function"]["arguments"] == {
-        "city": "北京"
-    }
+    assert roles[-4:] == ["user", "assistant", "tool", "user"]
+
+
+def test_a_tools_request_calls_or_answers_in_prose_as_the_model_leans(app_client, fake_engine):
+    body = {"messages": HELLO, "tools": [WEATHER]}
+    fake_engine.call_chance = 0.2
+    fake_engine.enqueue_reply(["你好呀"])
+    prose = post(app_client, body)
+    assert prose.json()["choices"][0]["message"]["content"] == "你好呀"
+    assert "prose" in prose.headers["x-allinone-tools"]
+    assert not fake_engine.last_tools, "the prose is written without the tools block"
+    fake_engine.call_chance = 0.8
+    fake_engine.enqueue_reply(['{"name": "get_weather", "arguments": {"city": "北京"}}'])
+    called = post(app_client, body)
+    assert called.json()["choices"][0]["finish_reason"] == "tool_calls"
+    assert fake_engine.last_sampling.grammar, "the call is bound by the tools' grammar"
+    assert called.headers["x-allinone-tools"].startswith("1 tools offered; call")
 
 
 def test_label_roles_refuse_what_a_label_cannot_mean(app_client):

@@ -32,7 +32,7 @@ _FLAG_NAMES = {
 }
 
 
-_PATH_FIELDS = {"models_dir", "prompts", "cache_dir"}
+_PATH_FIELDS = {"models_dir", "prompts", "cache_dir", "store"}
 
 
 def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -48,6 +48,8 @@ def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
             kind: Any = click.Path(path_type=Path) if name in _PATH_FIELDS else None
             if field.annotation in (int, int | None):
                 kind = int
+            elif field.annotation in (float, float | None):
+                kind = float
             option = click.option(flag, name, default=None, type=kind, help=help_text)
         command = option(command)
     return command

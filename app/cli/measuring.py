@@ -108,6 +108,10 @@ def evaluate(
     click.echo("Wrote " + ", ".join(str(path) for path in written.values()), err=True)
 
 
+# `bench --only` names -> the parts app.measure.bench.run knows
+BENCH_PARTS = {"core": "core", "tools-block": "tools block", "follow-up": "follow-up turn"}
+
+
 @click.command()
 @click.option(
     "--data",
@@ -124,33 +128,50 @@ def evaluate(
     show_default=True,
     help="Folder for bench.md, bench.png and bench.json.",
 )
+@click.option(
+    "--only",
+    multiple=True,
+    type=click.Choice(list(BENCH_PARTS)),
+    help="Run only these parts (repeat the flag): core (every in-process measure, fresh CLI "
+    "runs and the classified file), tools-block and follow-up (a served allinone). "
+    "[default: all]",
+)
 @common.settings_options
 @common.handle_errors
-def bench(data: Path | None, limit: int | None, out_dir: Path, **settings: Any) -> None:
+def bench(
+    data: Path | None, limit: int | None, out_dir: Path, only: tuple[str, ...], **settings: Any
+) -> None:
     """Speed and memory against llama.cpp's own floor and the article's method, in one run.
 
     Prints a table of ratios with their targets and writes Markdown, a PNG chart and JSON.
     Takes about 20 minutes on the whole dev set (the article's method reads every prompt whole).
     """
+    from app.config import load_settings
     from app.measure import bench as benchmark
     from app.measure import evaluation
+    from app.models import resolve_model_path
 
+    parts = [BENCH_PARTS[name] for name in only] or list(benchmark.PARTS)
     source = data or evaluation.DEFAULT_DEV
-    examples = evaluation.load_labelled(source, limit)
-    assistant = common.load_assistant(settings)
-    total = 4 * len(examples) + 5
+    examples = evaluation.load_labelled(source, limit) if "core" in parts else []
+    # The served parts start their own server: no model in this process unless core runs.
+    assistant = common.load_assistant(settings) if "core" in parts else None
+    chosen = load_settings(**settings)
+    served = len(set(parts) - {"core"})
+    total = (4 * len(examples) + 5 if assistant else 0) + served
     with progress_bar(total=total, unit="step") as bar:
-        results = benchmark.run(assistant, examples, settings, follow_steps(bar))
-    model_mb = assistant.engine.model_path.stat().st_size / 2**20
+        results = benchmark.run(assistant, examples, settings, follow_steps(bar), only=parts)
+    model_path = assistant.engine.model_path if assistant else resolve_model_path(chosen)
+    model_mb = model_path.stat().st_size / 2**20
     rows = benchmark.checks(results, model_mb)
     context = (
-        f"Model: {assistant.engine.model_name} ({model_mb:.0f} MB), "
-        f"{assistant.settings.n_threads} threads, n_ctx {assistant.settings.n_ctx}; "
-        f"{len(examples)} texts of {source}."
+        f"Model: {model_path.name} ({model_mb:.0f} MB), "
+        f"{chosen.n_threads} threads, n_ctx {chosen.n_ctx}; "
+        + (f"{len(examples)} texts of {source}." if examples else f"parts: {', '.join(parts)}.")
     )
     click.echo(context)
     click.echo(benchmark.table(rows))
-    written = benchmark.write(out_dir, context, rows, results, assistant.settings)
+    written = benchmark.write(out_dir, context, rows, results, chosen)
     click.echo("Wrote " + ", ".join(str(path) for path in written), err=True)
 
 

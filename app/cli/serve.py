@@ -10,6 +10,11 @@ import click
 import app.cli.common as common
 from app.errors import InputError
 
+# What real clients send: a tools block (Open WebUI offers 36 tools, ~7,000 tokens) and a
+# conversation. Each reply slot stays at 2048 cells (app/llm/scheduler.py); a longer request is
+# generated on the engine's own context.
+SERVE_CTX = 8192
+
 # On SIGTERM / Ctrl-C in-flight requests may finish within this many seconds (a long reply at
 # ~25 tokens/s takes about 10 s); after that they are cut.
 SHUTDOWN_GRACE_SECONDS = 30
@@ -28,8 +33,11 @@ SHUTDOWN_GRACE_SECONDS = 30
 @common.settings_options
 @common.handle_errors
 def serve(host: str, port: int, **settings: Any) -> None:
-    """Serve the model over HTTP: OpenAI chat API, sentiment, feel + reply, and a chat page."""
+    """Serve the model over HTTP: OpenAI chat and Responses APIs, sentiment, feel + reply, and a
+    chat page that keeps its conversations. --ctx is 8192 here unless given (room for a client's
+    tools block)."""
     import logging
+    import os
 
     try:
         import uvicorn
@@ -42,6 +50,8 @@ def serve(host: str, port: int, **settings: Any) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.get("n_ctx") is None and "ALLINONE_N_CTX" not in os.environ:
+        settings = {**settings, "n_ctx": SERVE_CTX}
     # load first: a bad model is a one-line error, not a traceback
     assistant = common.load_assistant(settings)
     common.prepare_bank(assistant)  # before the first request, not inside it

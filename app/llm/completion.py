@@ -59,6 +59,18 @@ class Completion(Iterator[str]):
         self._logprobs_taken = 0
         # Set from any thread (a server whose client left): generation stops at the next token.
         self.cancelled = False
+        self._earlier = Usage(0, 0, 0)  # prompts evaluated to decide how to reply (`counts`)
+        # How the reply was decided, when a caller should see it (a tools request: call or prose).
+        self.note: str | None = None
+
+    def counts(self, prompt_tokens: int, cached_tokens: int) -> Completion:
+        """Count in `usage` a prompt evaluated before this reply to decide it (a tools
+        request's call-or-prose decision): its tokens were evaluated for this request too."""
+        earlier = self._earlier
+        self._earlier = Usage(
+            earlier.prompt_tokens + prompt_tokens, 0, earlier.cached_tokens + cached_tokens
+        )
+        return self
 
     def run(self, pieces: Iterator[str]) -> Completion:
         """Attach the generator that fills this completion as it is iterated."""
@@ -91,7 +103,12 @@ class Completion(Iterator[str]):
 
     @property
     def usage(self) -> Usage:
-        return Usage(self.prompt_tokens, self.completion_tokens, self.cached_tokens)
+        earlier = self._earlier
+        return Usage(
+            self.prompt_tokens + earlier.prompt_tokens,
+            self.completion_tokens,
+            self.cached_tokens + earlier.cached_tokens,
+        )
 
     def new_logprobs(self) -> list[TokenLogprob]:
         """The log-probabilities of the tokens sampled since the last call (for streaming)."""

@@ -18,6 +18,7 @@ labels are served between two steps; with 1, a reply holds it until it ends.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -35,9 +36,11 @@ from app.llm.loading import load_model, model_name
 from app.llm.native import Sampler, layer_count
 from app.llm.prompt import Prompt
 from app.llm.sampling import Sampling, build_sampler
-from app.llm.scheduler import Scheduler
+from app.llm.scheduler import SLOT_CELLS, Scheduler
 from app.llm.template import ChatTemplate
 from app.llm.tokens import Tokenizer
+
+log = logging.getLogger("allinone.engine")
 
 
 class Engine:
@@ -131,6 +134,9 @@ class Engine:
     def read_states(self, prompt: Prompt, layers: Sequence[int]) -> np.ndarray:
         return self.labels.read_states(prompt, layers)
 
+    def opening_probability(self, prompt: Prompt, openings: Sequence[str]) -> tuple[float, int]:
+        return self.labels.opening_probability(prompt, openings)
+
     def read_states_many(
         self, prompts: Sequence[Prompt], layers: Sequence[int]
     ) -> list[np.ndarray]:
@@ -157,15 +163,32 @@ class Engine:
         generation = Generation(
             self.tokens.vocab, self.n_ctx, sampling, sampler, budget, completion, self.tally
         )
-        if self.parallel > 1:
+        if self.parallel > 1 and len(prompt.tokens) + budget <= self.slot_cells:
             return completion.run(self._replies_together().submit(prompt, generation))
+        if self.parallel > 1:
+            log.info(
+                "a reply of up to %d tokens after a %d-token prompt does not fit a slot (%d "
+                "cells): it is generated alone on the engine's context, other replies wait",
+                budget,
+                len(prompt.tokens),
+                self.slot_cells,
+            )
         return completion.run(self._generate(prompt, generation))
+
+    @property
+    def slot_cells(self) -> int:
+        """KV cells of each reply slot: the context, up to SLOT_CELLS (app/llm/scheduler.py)."""
+        return min(self.n_ctx, SLOT_CELLS)
 
     def _replies_together(self) -> Scheduler:
         with self.lock:
             if self.scheduler is None:
                 self.scheduler = Scheduler(
-                    self.llm, self, slots=self.parallel, n_ctx=self.n_ctx, n_batch=self.n_batch
+                    self.llm,
+                    self,
+                    slots=self.parallel,
+                    n_ctx=self.slot_cells,
+                    n_batch=self.n_batch,
                 )
             return self.scheduler
 

@@ -63,19 +63,22 @@ class PrefixKV:
         tokens = prompt.tokens
         prefix = tuple(tokens[: prompt.prefix_len])
         held = common_prefix(self._llm.input_ids[: self._llm.n_tokens], tokens)
+        found = held  # tokens this call finds in the KV or the prefix cache, not decodes
         if prefix and not (held >= len(prefix) and self._kv_prefix == prefix):
             if prefix in self._states:
                 self._restore(prefix)
+                found = len(prefix)
             elif exact:
                 self.truncate(0)
                 self.decode(list(prefix))
                 self._save(prefix)
+                found = 0
             else:  # chat: start from the longest saved or held part (a role's tone prefix)
-                self._build_prefix(prompt, held)
+                found = self._build_prefix(prompt, held)
             self._kv_prefix = prefix
             held = len(prefix)
         elif not prefix and exact:
-            held = 0
+            held = found = 0
         keep = min(len(prefix) if exact and prefix else held, len(tokens) - 1)
         self.truncate(keep)
         if keep < len(prefix):  # the prompt IS the prefix: its last token is decoded again
@@ -83,19 +86,21 @@ class PrefixKV:
         with self._tap.watch(layers, stop=stop):
             self.decode(tokens[keep:])
         self.logits_stale = self._tap.cut_short
-        return keep
+        return min(found, keep)
 
-    def _build_prefix(self, prompt: Prompt, held: int) -> None:
+    def _build_prefix(self, prompt: Prompt, held: int) -> int:
         """Decode a chat prompt's prefix after the longest part of it already known, keeping
-        its state (and the shared start's) in the prefix cache."""
+        its state (and the shared start's) in the prefix cache; return that known part's
+        length (what was not decoded now)."""
         prefix = tuple(prompt.tokens[: prompt.prefix_len])
-        start = self._restore_longest(prefix, held)
+        known = start = self._restore_longest(prefix, held)
         if start < prompt.base_len < len(prefix):  # keep the shared start on its own
             self.decode(list(prefix[start : prompt.base_len]))
             self._save(prefix[: prompt.base_len])
             start = prompt.base_len
         self.decode(list(prefix[start:]))
         self._save(prefix)
+        return known
 
     def prefix_kv(self, prompt: Prompt) -> bytes | None:
         """The KV state of a chat prompt's prefix, for a reply generated in a scheduler slot:

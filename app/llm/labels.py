@@ -214,6 +214,18 @@ class LabelReader:
                 result[member] = float(share) * deeper[member]
         return result
 
+    def opening_probability(self, prompt: Prompt, openings: Sequence[str]) -> tuple[float, int]:
+        """The probability that the reply to `prompt` starts with the first token of one of
+        `openings` (over the whole vocabulary), and how many prompt tokens the KV already held
+        (not decoded now)."""
+        tokens = {self._tokens.tokenize(text, special=True)[0] for text in openings}
+        self._kv.check_fits(prompt, reserve=1)
+        with self.lock:
+            cached = self._kv.evaluate(prompt, exact=False)
+            logits = self._kv.last_logits().astype(np.float64)
+        exp = np.exp(logits - logits.max())
+        return float(sum(exp[token] for token in tokens) / exp.sum()), cached
+
     def choose_with_grammar(self, prompt: Prompt, grammar: str, labels: Sequence[str]) -> str:
         """Greedy decoding under a GBNF grammar with llama.cpp's own grammar sampler."""
         longest = max(len(self._tokens.tokenize(label)) for label in labels)

@@ -6,8 +6,12 @@ for a whole reply. So the engine hands its replies to this scheduler when `--par
 above 1:
 
 - it owns a second llama.cpp context over the same loaded weights with one KV stream per slot
-  (`n_seq_max` = slots, `kv_unified=false`, each slot as many cells as the engine's context), so
-  a reply's cells never mix with another's and it attends only to its own;
+  (`n_seq_max` = slots, `kv_unified=false`, each slot SLOT_CELLS cells, or the engine's context
+  if smaller), so a reply's cells never mix with another's and it attends only to its own. A
+  reply that does not fit a slot (a client's large tools block) is generated alone on the
+  engine's context instead (app/llm/engine.py): a whole context per slot would cost 4x the KV
+  for what few requests need, and one pool shared by the slots (`kv_unified`) made a reply
+  decoded beside others differ from the same reply alone (measured: the greedy test fails);
 - a worker thread runs steps while any reply is active. A new reply joins between two steps:
   its role prefix is copied from the engine's prefix cache into its slot
   (`llama_state_seq_set_data`), the rest of its prompt decoded there, its first token sampled.
@@ -21,8 +25,8 @@ above 1:
 - the engine's lock is taken per admission and per step, in arrival order (`FairLock`), so a
   label request waits for at most one step, never for a whole reply.
 
-Cost: slots x n_ctx cells x ~12 KB of KV for the 0.5B models (4 x 2048 -> 96 MB) plus the
-context's compute buffer, made at the first reply (the engine creates this lazily).
+Cost: slots x SLOT_CELLS cells x ~12 KB of KV for the Qwen2.5 0.5B models (4 x 2048 -> 96 MB) plus
+the context's compute buffer, made at the first reply (the engine creates this lazily).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class PrefixSource(Protocol):
 
 
 SLOT_BATCH = 128  # tokens per llama.cpp call in the slots' context
+SLOT_CELLS = 2048  # KV cells per slot: a chat's prompt, its history and its reply
 PREFIX_BUFFERS = 8  # role prefixes kept ready for the slots (~1.5 MB each for the 0.5B models)
 _END = object()  # put on a reply's queue after its last piece
 

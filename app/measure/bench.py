@@ -20,7 +20,10 @@ measured in the same run on the same loaded model:
 - a fresh CLI process: start to first answer, and peak RSS after sentiment + chat;
 - that no speed trick changes a decision: labels from the cached prefix, from a cold cache (as a
   fresh process computes them), from the list path and from a full pass (no early exit) must
-  all agree, and so must the trie walk and llama.cpp's own GBNF sampler on the label logits.
+  all agree, and so must the trie walk and llama.cpp's own GBNF sampler on the label logits;
+- on a real `allinone serve` process (app/measure/serving.py): Open WebUI's 36-tool block cold
+  and cached, with the server's RSS, and a follow-up turn kept by the server (Responses API)
+  against the same turns sent whole (chat completions). Printed figures, no targets.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.errors import InputError
-from app.measure import concurrency, metrics
+from app.measure import concurrency, metrics, serving
 
 if TYPE_CHECKING:
     from app.measure.evaluation import Example
@@ -352,6 +355,12 @@ def fresh_process(settings: dict[str, object]) -> dict[str, float]:
 
 
 def checks(results: dict[str, object], model_mb: float) -> list[Check]:
+    """The table's rows for the parts of `results` that ran."""
+    rows = _core_checks(results, model_mb) if "single" in results else []
+    return rows + served_checks(results)
+
+
+def _core_checks(results: dict[str, object], model_mb: float) -> list[Check]:
     single = results["single"]
     listed, talk, fresh = results["list"], results["chat"], results["fresh"]
     ours_p50 = statistics.median(single["ours_ms"])
@@ -502,6 +511,72 @@ def checks(results: dict[str, object], model_mb: float) -> list[Check]:
     return rows
 
 
+def served_checks(results: dict[str, Any]) -> list[Check]:
+    """Rows of the served measures (figures beside their reference, no target)."""
+    rows: list[Check] = []
+    tools = results.get(serving.PARTS[0])
+    if tools:
+        cold, cached = tools["cold"], tools["cached"]
+        name = f"{tools['tools']} tools"
+        rows.append(
+            Check(
+                f"{name}, new message: first piece, s (a tools reply comes whole)",
+                tools["cached_first_s"],
+                "s",
+                cold["first_s"],
+                "first message, tools block cold",
+            )
+        )
+        for label, turn in [("first message", cold), *(("new message", t) for t in cached)]:
+            reply = "a call" if turn["calls"] else "prose"
+            rows.append(
+                Check(
+                    f"{name}, {label} ({reply}): cached prompt tokens",
+                    turn["cached_tokens"],
+                    "tokens",
+                    turn["prompt_tokens"],
+                    "its prompt tokens",
+                )
+            )
+        rows += [
+            Check(
+                "serve: RSS after the tools block, MB",
+                tools["rss_after_mb"],
+                "MB",
+                tools["rss_before_mb"],
+                "before it",
+            ),
+            Check(
+                "serve: peak RSS, MB", tools["rss_peak_mb"], "MB", tools["rss_before_mb"], "before"
+            ),
+        ]
+    follow = results.get(serving.PARTS[1])
+    if follow:
+        for turn in range(1, follow["turns"]):
+            kept, whole = follow["responses"][turn], follow["stateless"][turn]
+            name = f"follow-up turn {turn + 1}"
+            rows.append(
+                Check(
+                    f"{name}: first piece, s, previous_response_id",
+                    kept["first_s"],
+                    "s",
+                    whole["first_s"],
+                    "history sent whole, store false",
+                )
+            )
+            for way, timed in (("previous_response_id", kept), ("history sent whole", whole)):
+                rows.append(
+                    Check(
+                        f"{name}: cached prompt tokens, {way}",
+                        timed["cached_tokens"],
+                        "tokens",
+                        timed["prompt_tokens"],
+                        "its prompt tokens",
+                    )
+                )
+    return rows
+
+
 def table(rows: Sequence[Check]) -> str:
     lines = [
         "| measure | ours | reference | ratio | target | met |",
@@ -532,7 +607,8 @@ def chart(rows: Sequence[Check], path: Path, title: str) -> Path | None:
     if plt is None:
         return None
     shown = [row for row in rows if row.ratio is not None and "labels" not in row.measure]
-    figure, axis = plt.subplots(figsize=(9, 3.6))
+    # Two-line names: about half an inch a row, so the served rows do not overlap the others.
+    figure, axis = plt.subplots(figsize=(9, max(3.6, 1.0 + 0.5 * len(shown))))
     names = [row.measure.replace(": ", ":\n") for row in shown]
     colors = [
         "tab:green" if row.met else "tab:red" if row.met is False else "tab:gray" for row in shown
@@ -578,18 +654,38 @@ def write(
 # -- one run ------------------------------------------------------------------------------
 
 
+PARTS = ("core", *serving.PARTS)  # what `run(only=...)` can name
+
+
 def run(
     assistant,
     examples: Sequence[Example],
     settings: dict[str, object],
     progress: Callable[[str, int], None] | None = None,
+    only: Sequence[str] = PARTS,
 ) -> dict[str, object]:
-    """Every measurement above, in one process on one loaded model (plus the fresh-CLI runs)."""
+    """Every measurement above, in one process on one loaded model (plus the fresh-CLI runs and
+    the served ones), or only the PARTS named (the served ones need no `assistant`)."""
 
     def step(name: str, amount: int = 1) -> None:
         if progress:
             progress(name, amount)
 
+    unknown = set(only) - set(PARTS)
+    if unknown:
+        raise InputError(f"Unknown benchmark part(s) {sorted(unknown)}; choose from {PARTS}.")
+    results = _core(assistant, examples, settings, step) if "core" in only else {}
+    served = tuple(part for part in serving.PARTS if part in only)
+    if served:
+        results.update(serving.run(settings, served))
+        step("served: " + ", ".join(served), len(served))
+    return results
+
+
+def _core(
+    assistant, examples: Sequence[Example], settings: dict[str, object], step: Callable[..., None]
+) -> dict[str, object]:
+    """The in-process measures, the fresh CLI processes and the classified file."""
     texts = [example.text for example in examples]
     results: dict[str, object] = {"texts": len(texts)}
     results["floor"] = raw_floor(assistant, texts)

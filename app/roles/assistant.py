@@ -30,14 +30,16 @@ from app.config import Settings, load_settings
 from app.llm import Completion, Engine, Prompt
 from app.models import resolve_model_path
 from app.roles.bank_cache import BankCache
+from app.roles.conversations import Conversations
 from app.roles.embedding import Embedder
 from app.roles.engine_like import EngineLike
 from app.roles.head import Head, check_fits
 from app.roles.json_output import JsonFormat
 from app.roles.labelling import Decode, Labeller, Verdict, head_verdict
-from app.roles.prompting import PromptBuilder, Turn
+from app.roles.prompting import Framing, PromptBuilder, Truncation, Turn
 from app.roles.prompts import Role, RoleBook, load_roles
 from app.roles.replying import Replier
+from app.roles.store import open_store
 from app.roles.tools import Tool
 from app.roles.user_heads import with_user_heads
 
@@ -61,6 +63,7 @@ class Assistant:
         )
         self.embedder = Embedder(engine)
         self._engine = engine
+        self._conversations: Conversations | None = None
 
     @property
     def engine(self) -> EngineLike:
@@ -149,6 +152,8 @@ class Assistant:
         json_format: JsonFormat | None = None,
         tools: Sequence[Tool] = (),
         tool_choice: str = "auto",
+        instructions: str | None = None,
+        truncation: Truncation = "auto",
         **sampling: object,
     ) -> Completion:
         """Stream the reply of a text role (default: the chat role) to `text` after `history`.
@@ -159,15 +164,19 @@ class Assistant:
         `tools` lets the model call functions: `tool_choice` "auto" (it decides), "required"
         (one call, grammar-bound), a tool's name (a call to it) or "none".
         Read `split_tool_calls(reply.text(), tools)` for the calls (app/roles/tools.py).
+        `instructions` are the caller's own, added after the role's system prompt (never
+        instead of it); `truncation="disabled"` refuses a conversation that does not fit rather
+        than dropping its oldest turns.
         """
         chosen = self.roles.get(role or self.roles.defaults.chat)
+        framing = Framing(instructions, truncation)
         if tool_choice == "none":
             tools = ()
         if json_format is not None or tools:
             return self.replier.plain(
-                chosen, text, history, json_format, tools, tool_choice, sampling
+                chosen, text, history, json_format, tools, tool_choice, sampling, framing
             )
-        return self.replier.toned(chosen, text, history, tone, 1.0, (), sampling)
+        return self.replier.toned(chosen, text, history, tone, 1.0, (), sampling, framing)
 
     def respond(
         self,
@@ -175,14 +184,20 @@ class Assistant:
         history: Sequence[Turn] = (),
         *,
         role: str | None = None,
+        instructions: str | None = None,
+        truncation: Truncation = "auto",
         **sampling: object,
     ) -> tuple[Verdict, Completion]:
         """Feel, then reply: the steering role's verdict on `text` picks the reply's tone (its
         instruction and the words it avoids), and, when the role has an example bank, the
         exchanges of the group nearest to `text` become the few-shot turns (found with the
         states the verdict's decode produced anyway). A message nearest a group whose mood the
-        steering role has no label for (中性 questions) takes that group's tone instead."""
-        return self.replier.respond(text, history, role, sampling)
+        steering role has no label for (中性 questions) takes that group's tone instead.
+        In a conversation the opening message's tone and turns stay at the prompt's start (so
+        the earlier turns' KV is reused); a later message of another mood gets its tone as a
+        note just before it. `instructions` and `truncation` as for `reply`."""
+        framing = Framing(instructions, truncation)
+        return self.replier.respond(text, history, role, sampling, framing)
 
     def prepare_bank(
         self, role: str | None = None, progress: Callable[[int, int], None] | None = None
@@ -192,6 +207,17 @@ class Assistant:
         milliseconds). `respond` does this on first use; call it first to show
         `progress(done, total)`. A role without a bank: nothing to do."""
         self.bank_cache.prepare(role, progress)
+
+    # -- kept conversations --------------------------------------------------------------
+
+    def conversations(self) -> Conversations:
+        """The conversations kept in the store (`settings.store`, pruned by `keep_days`):
+        list, open, continue (`say`), rename, export and delete them
+        (app/roles/conversations.py). The CLI's `--session`, the chat page and the Responses
+        API keep theirs in the same file."""
+        if self._conversations is None:
+            self._conversations = Conversations(self, open_store(self.settings))
+        return self._conversations
 
     # -- embeddings and any role ---------------------------------------------------------
 

@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from app.llm import Completion
+from app.llm import Completion, Prompt, Sampling
+from app.roles.engine_like import EngineLike
+from app.roles.labelling import Labeller
+from app.roles.prompts import Role
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +62,33 @@ def best_draft(
     finally:
         for draft in drafts:
             draft.close()
+
+
+def best_of(
+    engine: EngineLike,
+    labeller: Labeller,
+    role: Role,
+    text: str,
+    prompt: Prompt,
+    settings: Sampling,
+    plan: Drafts,
+) -> Completion:
+    """`plan.candidates` drafts of the reply to `text`, written together: the first as a lone
+    reply, the others sampled at `plan.temperature` with the seeds after the reply's. The role's
+    judge scores each finished draft, and the best is sent whole (`best_draft`)."""
+    judge = labeller.label_role(role.judged_by)
+    drafts = [engine.stream(prompt, settings)]
+    drafts += [
+        engine.stream(
+            prompt, replace(settings, seed=settings.seed + number, temperature=plan.temperature)
+        )
+        for number in range(1, plan.candidates)
+    ]
+
+    def score(draft: str) -> float:
+        shown = DRAFT_FOR_JUDGE.format(message=text, reply=draft)
+        verdict, _ = labeller.judge(shown, judge)
+        return verdict.probabilities[judge.labels[0]]
+
+    outer = Completion(len(prompt.tokens))
+    return outer.run(best_draft(outer, drafts, score))

@@ -18,9 +18,17 @@ ignored with the reason).
     POST /v1/embeddings         mean middle-layer states of the same model, L2-normalised
     GET  /v1/models             the loaded model and one alias per role
                                 (these three: app/server/routes_openai.py)
+    POST /v1/responses          OpenAI Responses on the conversation store: previous_response_id
+                                chains, instructions, text.format, tools, the full event stream;
+    GET|DELETE /v1/responses/{id}, GET /v1/responses/{id}/input_items
+                                (app/server/routes_responses.py)
     POST /v1/sentiment          {"input": "text" | ["a", "b"]} -> labels + confidences in order
-    POST /v1/respond            feel + reply: the sentiment event first, then the streamed reply
+    POST /v1/respond            feel + reply: the sentiment event first, then the streamed reply;
+                                with `session` or `keep` the turn is kept in the store
                                 (these two: app/server/routes_native.py)
+    GET|PATCH|DELETE /v1/sessions[/{key}]
+                                the kept conversations, for the page's sidebar
+                                (app/server/routes_sessions.py)
     GET  /health                200 once the model is loaded
     GET  /                      a small chat page (no build step, no CDN)
                                 (these two: app/server/routes_page.py)
@@ -40,7 +48,13 @@ from sse_starlette.sse import AppStatus
 from starlette.concurrency import run_in_threadpool
 
 from app.roles.assistant import Assistant
-from app.server import routes_native, routes_openai, routes_page
+from app.server import (
+    routes_native,
+    routes_openai,
+    routes_page,
+    routes_responses,
+    routes_sessions,
+)
 from app.server.errors import install_error_handlers
 from app.server.request_log import RequestLog
 
@@ -64,7 +78,8 @@ def create_app(load: Callable[[], Assistant]) -> FastAPI:
     app.state.assistant = None  # until loaded: /health says so, the other routes ask to retry
     app.add_middleware(RequestLog)
     install_error_handlers(app)
-    for routes in (routes_page, routes_openai, routes_native):
+    app.state.store = None  # opened on first use (app/server/state.py)
+    for routes in (routes_page, routes_openai, routes_native, routes_responses, routes_sessions):
         app.include_router(routes.router)
     return app
 

@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import AllInOneError, UnknownRole
+from app.errors import AllInOneError, InputTooLong, UnknownRole
 
 log = logging.getLogger("allinone.server")
 MAX_BODY_BYTES = 1_000_000
@@ -24,11 +24,26 @@ class BodyTooLarge(Exception):
     """A request body (chunked, or with a false Content-Length) went past MAX_BODY_BYTES."""
 
 
+class NotFound(AllInOneError):
+    """Something a request names by id (a stored response) is not there: a 404. `code` is
+    OpenAI's error code for it, when it has one ("previous_response_not_found")."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+        self.code = code
+
+
 def error_body(
-    status: int, message: str, kind: str = "invalid_request_error", param: str | None = None
+    status: int,
+    message: str,
+    kind: str = "invalid_request_error",
+    param: str | None = None,
+    code: str | int | None = None,
 ) -> JSONResponse:
+    code = status if code is None else code
     return JSONResponse(
-        {"error": {"message": message, "type": kind, "param": param, "code": status}},
+        {"error": {"message": message, "type": kind, "param": param, "code": code}},
         status_code=status,
     )
 
@@ -46,9 +61,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 async def _our_errors(request: Request, error: AllInOneError) -> JSONResponse:
-    status = 404 if isinstance(error, UnknownRole) else 400
+    # Not there: an unknown role, a stored response or turn (the store's errors are LookupErrors).
+    status = 404 if isinstance(error, (UnknownRole, NotFound, LookupError)) else 400
     param = getattr(error, "param", None) or getattr(error, "path", None)
-    return error_body(status, str(error), param=param)
+    # OpenAI's code for a prompt over the context, which clients test for by name.
+    code = "context_length_exceeded" if isinstance(error, InputTooLong) else None
+    return error_body(status, str(error), param=param, code=getattr(error, "code", code))
 
 
 async def _bad_request(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.errors import InputError
 from app.llm import Completion, TokenLogprob, Usage
-from app.roles.assistant import Turn
+from app.roles.assistant import Assistant, Turn
 from app.roles.json_output import JsonFormat
 from app.roles.tools import (
     Tool,
@@ -30,6 +31,7 @@ from app.roles.tools import (
     tool_from_openai,
 )
 
+ROLE_ALIAS = "allinone:"  # a model name that picks a role: "allinone:sentiment"
 MAX_N = 8  # choices are generated one after another on the one model
 MAX_TOP_LOGPROBS = 20  # as OpenAI
 
@@ -240,10 +242,31 @@ class ChatRequest(_Forbid):
             raise FieldError("tools", f"not for {why}.")
 
 
+def join_instructions(*parts: str | None) -> str | None:
+    """A client's instructions as one text, or None when it gave none.
+
+    The rule on every endpoint: each role brings its own system prompt, and what a client says
+    there (`instructions`, system and developer messages) is added after it, never instead of it.
+    """
+    texts = [part.strip() for part in parts if part and part.strip()]
+    return "\n\n".join(texts) or None
+
+
+def instructions_of(messages: list[ChatMessage]) -> str | None:
+    """The text of the system and developer messages, in order (see `join_instructions`)."""
+    return join_instructions(
+        *(
+            _text(message, f"messages[{index}]")
+            for index, message in enumerate(messages)
+            if message.role in ("system", "developer")
+        )
+    )
+
+
 def split_messages(messages: list[ChatMessage]) -> tuple[str, list[Turn]]:
     """The last message is the user's new text; earlier user/assistant/tool turns are history.
 
-    System and developer messages are not used: each role brings its own system prompt.
+    System and developer messages are not history: `instructions_of` reads them.
     """
     if messages[-1].role != "user":
         raise InputError("messages: the last message must come from the user.")
@@ -286,6 +309,26 @@ def _call(call: MessageToolCall, where: str) -> ToolCall:
     return ToolCall(call.function.name, call.function.arguments, call.id)
 
 
+def role_name(current: Assistant, model: str | None, role: str | None = None) -> str:
+    """The role asked for: `role`, else a model alias ("allinone:sentiment"), else the chat."""
+    if role:
+        return current.roles.get(role).name
+    if model and model.startswith(ROLE_ALIAS):
+        return current.roles.get(model.removeprefix(ROLE_ALIAS)).name
+    return current.roles.defaults.chat
+
+
+def label_completion(current: Assistant, text: str, role: str) -> Completion:
+    """A label role's answer as a finished completion: its label, with tokens counted as for
+    a reply (the prompt the engine evaluated, the label's tokens). Blocks: call it in a thread."""
+    verdict = current.classify(text, role)
+    prompt = current.prompt_for(current.roles.get(role), text)
+    done = Completion(len(prompt.tokens)).run(iter([verdict.label]))
+    done.completion_tokens = len(current.engine.tokenize(verdict.label))
+    done.finish_reason = "stop"
+    return done
+
+
 # -- responses -------------------------------------------------------------------------------
 
 
@@ -300,7 +343,7 @@ def usage_json(usage: Usage) -> dict[str, Any]:
 
 def total_usage(completions: list[Completion]) -> Usage:
     """The prompt once (every choice answers the same one), the tokens of all choices."""
-    first = completions[0]
+    first = completions[0].usage
     sampled = sum(completion.completion_tokens for completion in completions)
     return Usage(first.prompt_tokens, sampled, first.cached_tokens)
 
@@ -382,3 +425,11 @@ def chunk_json(
     return json.dumps(
         {**meta, "object": "chat.completion.chunk", "choices": [choice]}, ensure_ascii=False
     )
+
+
+def decision_headers(completions: Sequence[Completion]) -> dict[str, str]:
+    """How a tools request was answered (call or prose, and why), as a response header: a
+    client offering tools can see that the model chose prose rather than guess
+    (app/roles/replying.py, `_call_or_prose`)."""
+    notes = [completion.note for completion in completions if completion.note]
+    return {"X-AllInOne-Tools": notes[0]} if notes else {}

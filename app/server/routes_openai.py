@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -21,20 +21,23 @@ from app.llm import Completion, TokenLogprob
 from app.roles.assistant import Assistant, Turn
 from app.roles.tools import Tool
 from app.server.openai_api import (
+    ROLE_ALIAS,
     ChatRequest,
     EmbeddingRequest,
     chunk_json,
+    decision_headers,
     embedding_json,
+    instructions_of,
+    label_completion,
     logprobs_json,
     message_json,
+    role_name,
     split_messages,
     total_usage,
     usage_json,
 )
 from app.server.state import MAX_BATCH, loaded_assistant
 from app.server.streaming import pieces, unless_gone
-
-ROLE_ALIAS = "allinone:"
 
 router = APIRouter()
 
@@ -51,12 +54,13 @@ async def models(request: Request) -> dict[str, Any]:
 
 @router.post("/v1/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatRequest, request: Request
+    body: ChatRequest, request: Request, response: Response
 ) -> dict[str, Any] | EventSourceResponse:
     current = loaded_assistant(request)
     body.check_supported()
-    role = _role_name(body, current)
+    role = role_name(current, body.model, body.role)
     text, history = split_messages(body.messages)
+    instructions = instructions_of(body.messages)
     meta = {
         "id": "chatcmpl-" + uuid.uuid4().hex[:24],
         "created": int(time.time()),
@@ -65,13 +69,17 @@ async def chat_completions(
     if current.roles.get(role).is_classifier:
         body.refuse_for_labels(role)
         tools: list[Tool] = []
-        completions = [await run_in_threadpool(_label_completion, current, text, role)]
+        completions = [await run_in_threadpool(label_completion, current, text, role)]
     else:
-        tools, completions = _replies(body, current, role, text, history)
+        # In a thread: a tools request decides call or prose on the model before it answers.
+        tools, completions = await run_in_threadpool(
+            _replies, body, current, role, text, history, instructions
+        )
     parallel = body.parallel_tool_calls is not False
+    headers = decision_headers(completions)
     if body.stream:
         chunks = _openai_stream(request, completions, meta, body, tools, parallel)
-        return EventSourceResponse(chunks)
+        return EventSourceResponse(chunks, headers=headers)
 
     def finish_all() -> list[dict[str, Any]]:
         return [
@@ -80,6 +88,7 @@ async def chat_completions(
         ]
 
     choices = await unless_gone(request, completions, finish_all)
+    response.headers.update(headers)
     return {
         **meta,
         "object": "chat.completion",
@@ -102,16 +111,13 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> dict[str, Any]
     }
 
 
-def _role_name(body: ChatRequest, current: Assistant) -> str:
-    if body.role:
-        return current.roles.get(body.role).name
-    if body.model and body.model.startswith(ROLE_ALIAS):
-        return current.roles.get(body.model.removeprefix(ROLE_ALIAS)).name
-    return current.roles.defaults.chat
-
-
 def _replies(
-    body: ChatRequest, current: Assistant, role: str, text: str, history: list[Turn]
+    body: ChatRequest,
+    current: Assistant,
+    role: str,
+    text: str,
+    history: list[Turn],
+    instructions: str | None,
 ) -> tuple[list[Tool], list[Completion]]:
     """The tools offered and one reply per choice, not yet generated.
 
@@ -129,23 +135,13 @@ def _replies(
             json_format=json_format,
             tools=tools,
             tool_choice=choice,
+            instructions=instructions,
             seed=seed,
             **options,
         )
         for seed in body.seeds(current.settings.seed)
     ]
     return tools, completions
-
-
-def _label_completion(current: Assistant, text: str, role: str) -> Completion:
-    """A label role's answer as a finished completion: its label, with tokens counted as for
-    a reply (the prompt the engine evaluated, the label's tokens)."""
-    verdict = current.classify(text, role)
-    prompt = current.prompt_for(current.roles.get(role), text)
-    done = Completion(len(prompt.tokens)).run(iter([verdict.label]))
-    done.completion_tokens = len(current.engine.tokenize(verdict.label))
-    done.finish_reason = "stop"
-    return done
 
 
 def _choice(

@@ -10,6 +10,7 @@ from fastapi import Request
 
 from app.errors import InputError
 from app.roles.assistant import Assistant
+from app.roles.store import ConversationStore, open_store
 
 MAX_BATCH = 256  # texts per request, for sentiment and embeddings
 
@@ -20,3 +21,12 @@ def loaded_assistant(request: Request) -> Assistant:
     if current is None:
         raise InputError("The model is still loading; retry in a moment (see GET /health).")
     return current
+
+
+def loaded_store(request: Request) -> ConversationStore:
+    """The app's conversation store, opened once (at `settings.store`, pruned by
+    `settings.keep_days`) on first use."""
+    store = request.app.state.store
+    if store is None:
+        store = request.app.state.store = open_store(loaded_assistant(request).settings)
+    return store

@@ -424,7 +424,8 @@ def test_history_of_turns_items_into_prompt_turns():
         Turn("assistant", "", (ToolCall("weather", "{}", id="call_1"),)),
         Turn("tool", "晴"),
         Turn("assistant", "今天晴。"),
-        Turn("user", "没答完"),  # an unfinished turn: its input, not its partial answer
+        Turn("user", "没答完"),
+        Turn("assistant", "半句"),  # a reply cut short is kept as far as it went
     ]
 
 

@@ -12,9 +12,6 @@ import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
-import time
 
 import httpx
 import pytest
@@ -22,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from app.llm import Completion
 from app.server.app import create_app
-from tests.test_server import free_port
+from tests.test_server import start_server
 
 WEATHER = {
     "type": "function",
@@ -293,25 +290,7 @@ def test_the_stream_events_come_in_order_with_rising_sequence_numbers(app_client
 
 def serve(model_path, store, log_path):
     """`allinone serve` on a free loopback port, keeping conversations in `store`."""
-    port = free_port()
-    command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
-    command += ["--model", str(model_path), "--seed", "7"]
-    env = {**os.environ, "ALLINONE_STORE": str(store)}
-    with log_path.open("a", encoding="utf-8") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(base + "/health", timeout=1).status_code == 200:
-                return process, base
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None:
-            pytest.fail("server exited: " + log_path.read_text(encoding="utf-8"))
-        time.sleep(0.3)
-    process.kill()
-    pytest.fail("server did not become healthy in 120 s")
+    return start_server(model_path, log_path, store=store, seconds=120)
 
 
 def stop(process):

@@ -7,6 +7,7 @@ tests in headless Chromium are in tests/test_page.py.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import socket
@@ -29,15 +30,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(model_path, log_path):
-    """`allinone serve` as a real process on a free loopback port, logging to `log_path`."""
+def start_server(model_path, log_path, *, store=None, seconds=60):
+    """`allinone serve` as a real process on a free loopback port, logging to `log_path`
+    (appended to: a restarted server's lines follow the first one's), keeping conversations
+    in `store` when given (else the session's temporary store)."""
     port = free_port()
     command = [sys.executable, "-m", "app.cli", "serve", "--port", str(port)]
     command += ["--model", str(model_path), "--seed", "7"]
-    with log_path.open("w", encoding="utf-8") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+    env = {**os.environ, **({"ALLINONE_STORE": str(store)} if store is not None else {})}
+    with log_path.open("a", encoding="utf-8") as log_file:
+        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
             if httpx.get(base + "/health", timeout=1).status_code == 200:
@@ -48,7 +52,7 @@ def start_server(model_path, log_path):
             pytest.fail("server exited: " + log_path.read_text(encoding="utf-8"))
         time.sleep(0.3)
     process.kill()
-    pytest.fail("server did not become healthy in 60 s")
+    pytest.fail(f"server did not become healthy in {seconds} s")
 
 
 @pytest.fixture(scope="module")

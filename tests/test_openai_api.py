@@ -220,6 +220,18 @@ def test_label_roles_refuse_what_a_label_cannot_mean(app_client):
     assert answer["usage"]["prompt_tokens"] > 0 and answer["usage"]["completion_tokens"] == 2
 
 
+def test_a_tools_request_decided_as_prose_streams_piece_by_piece(app_client, fake_engine):
+    fake_engine.call_chance = 0.1
+    fake_engine.enqueue_reply(["别", "担心", "。"])
+    body = {"messages": HELLO, "tools": [WEATHER], "stream": True}
+    with app_client.stream("POST", "/v1/chat/completions", json=body) as response:
+        events = [line[5:].strip() for line in response.iter_lines() if line.startswith("data:")]
+    chunks = [json.loads(event) for event in events[:-1]]
+    pieces = [c["choices"][0]["delta"].get("content") for c in chunks]
+    assert [piece for piece in pieces if piece] == ["别", "担心", "。"], "not one whole message"
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
 def test_a_streamed_label_ends_with_the_usage_chunk(app_client):
     body = {"model": "allinone:sentiment", "messages": HELLO, "stream": True}
     body["stream_options"] = {"include_usage": True}

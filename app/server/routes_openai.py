@@ -167,13 +167,14 @@ async def _openai_stream(
 ) -> AsyncIterator[dict]:
     """Each choice in turn (its chunks carry its index), the usage chunk if asked, [DONE].
 
-    With tools, a choice goes out whole once written: only its end says whether it is a call.
+    A tool call goes out whole once written (its arguments must parse first); a reply to a
+    tools request that was decided as prose streams piece by piece like any other.
     A choice left unfinished (the client went away) ends the stream.
     """
     for index, completion in enumerate(completions):
         start = {"role": "assistant", "content": ""}
         yield {"data": chunk_json(meta, index, start, None)}
-        if tools:
+        if tools and completion.reply_start:  # a call: it goes out whole once written
             message, finish = await run_in_threadpool(message_json, completion, tools, parallel)
             delta = {key: value for key, value in message.items() if key != "role"}
             for position, call in enumerate(delta.get("tool_calls", [])):

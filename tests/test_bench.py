@@ -122,7 +122,7 @@ def test_served_rows_set_each_figure_beside_its_reference():
     }
     rows = {row.measure: row for row in bench.checks(results, model_mb=469.0)}
     assert len(rows) == 6 + 6, "tools: first piece, 3 cached-token rows, 2 RSS; 3 rows a turn"
-    first = rows["36 tools, new message: first piece, s (a tools reply comes whole)"]
+    first = rows["36 tools, new message: first piece, s (median; a call goes out whole)"]
     assert first.ratio == pytest.approx(4.0 / 300.0)
     assert rows["36 tools, new message (a call): cached prompt tokens"].ours == 6734
     assert rows["36 tools, first message (prose): cached prompt tokens"].ratio == 0

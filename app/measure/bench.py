@@ -520,7 +520,7 @@ def served_checks(results: dict[str, Any]) -> list[Check]:
         name = f"{tools['tools']} tools"
         rows.append(
             Check(
-                f"{name}, new message: first piece, s (a tools reply comes whole)",
+                f"{name}, new message: first piece, s (median; a call goes out whole)",
                 tools["cached_first_s"],
                 "s",
                 cold["first_s"],

@@ -18,11 +18,13 @@ import builtins
 from collections.abc import Iterator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from app.llm import Completion
+from app.roles.engine_like import EngineLike
 from app.roles.labelling import Verdict
 from app.roles.prompting import Turn, require_text
+from app.roles.prompts import RoleBook
 from app.roles.store import (
     Conversation,
     ConversationNotFound,
@@ -33,8 +35,22 @@ from app.roles.store import (
 )
 from app.roles.tools import ToolCall
 
-if TYPE_CHECKING:
-    from app.roles.assistant import Assistant
+
+class Answerer(Protocol):
+    """What `Conversations.say` needs of the Assistant. A protocol, not the class: the
+    Assistant makes its Conversations, so this module must not import it back."""
+
+    roles: RoleBook
+
+    @property
+    def engine(self) -> EngineLike: ...
+
+    def reply(self, text: str, history: Sequence[Turn] = (), **options: Any) -> Completion: ...
+
+    def respond(
+        self, text: str, history: Sequence[Turn] = (), **options: Any
+    ) -> tuple[Verdict, Completion]: ...
+
 
 _TEXT_PARTS = {"input_text", "output_text", "text", "refusal"}
 
@@ -178,7 +194,7 @@ class Conversations:
     """The conversations of one store, answered by one Assistant. With `assistant=None`
     everything but `say` works, and no model is loaded (`allinone sessions`)."""
 
-    def __init__(self, assistant: Assistant | None, store: ConversationStore) -> None:
+    def __init__(self, assistant: Answerer | None, store: ConversationStore) -> None:
         self.assistant = assistant
         self.store = store
 

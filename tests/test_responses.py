@@ -285,6 +285,16 @@ def test_the_stream_events_come_in_order_with_rising_sequence_numbers(app_client
     assert kept["status"] == "completed" and kept["output"] == final["output"]
 
 
+def test_a_tools_request_decided_as_prose_streams_its_text(app_client, fake_engine):
+    fake_engine.call_chance = 0.1  # below the call threshold: the reply is prose
+    fake_engine.enqueue_reply(["别", "担心", "。"])
+    response = post(app_client, {"input": "你好", "tools": [WEATHER], "stream": True})
+    events = sse_events(response.text)
+    assert collapsed([kind for kind, _ in events]) == TEXT_EVENTS
+    assert [d["delta"] for k, d in events if k.endswith(".delta")] == ["别", "担心", "。"]
+    assert "prose" in response.headers["x-allinone-tools"]
+
+
 # -- the real model behind `allinone serve` ---------------------------------------------------
 
 

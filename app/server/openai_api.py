@@ -356,10 +356,17 @@ def logprobs_json(entries: list[TokenLogprob]) -> dict[str, Any]:
     return {"content": content, "refusal": None}
 
 
+def is_call(completion: Completion) -> bool:
+    """Whether a reply is a tool call: every call is written from the call's opening tag (a
+    tools request decides call or prose first, app/roles/replying.py), so a reply that does
+    not start with it is prose, streamed and shown as it is."""
+    return bool(completion.reply_start)
+
+
 def message_json(completion: Completion, tools: list[Tool], parallel: bool) -> tuple[dict, str]:
     """A finished choice's message and finish reason ("tool_calls" when it called tools)."""
     text = completion.text()
-    if not tools:
+    if not tools or not is_call(completion):
         return {"role": "assistant", "content": text}, completion.finish_reason or "stop"
     content, calls = split_tool_calls(completion.reply_start + text, tools)
     if not calls:

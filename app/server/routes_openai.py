@@ -28,6 +28,7 @@ from app.server.openai_api import (
     decision_headers,
     embedding_json,
     instructions_of,
+    is_call,
     label_completion,
     logprobs_json,
     message_json,
@@ -174,7 +175,7 @@ async def _openai_stream(
     for index, completion in enumerate(completions):
         start = {"role": "assistant", "content": ""}
         yield {"data": chunk_json(meta, index, start, None)}
-        if tools and completion.reply_start:  # a call: it goes out whole once written
+        if tools and is_call(completion):  # it goes out whole once written
             message, finish = await run_in_threadpool(message_json, completion, tools, parallel)
             delta = {key: value for key, value in message.items() if key != "role"}
             for position, call in enumerate(delta.get("tool_calls", [])):

@@ -35,6 +35,7 @@ from app.server.errors import NotFound
 from app.server.openai_api import (
     FieldError,
     decision_headers,
+    is_call,
     join_instructions,
     label_completion,
     role_name,
@@ -260,7 +261,7 @@ def _output(plan: Plan, text: str, message_id: str) -> list[dict[str, Any]]:
     """A finished reply's output items: its text as a message, and its calls when it made any."""
     status = item_status(plan.completion)
     content, calls = text, []
-    if plan.tools:
+    if plan.tools and is_call(plan.completion):
         content, calls = split_tool_calls(plan.completion.reply_start + text, plan.tools)
         content = content if calls else text
     items = [output_message(message_id, content, status)] if content or not calls else []
@@ -300,7 +301,7 @@ async def _stream(
     yield emit("response.created", response=shape.json("in_progress"))
     yield emit("response.in_progress", response=shape.json("in_progress"))
     try:
-        if plan.tools:
+        if plan.tools and is_call(plan.completion):  # a call goes out whole once written
             text = await unless_gone(request, [plan.completion], plan.completion.text)
             texts.append(text)
             if plan.completion.finish_reason is None:

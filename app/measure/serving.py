@@ -6,8 +6,9 @@
   to the first streamed piece of each, their prompt and cached tokens, and the server's RSS
   before and after (and its peak).
 - A follow-up turn: a 3-turn conversation the server keeps (the Responses API, each turn naming
-  the last by previous_response_id) against the same turns sent whole every time (chat
-  completions, stateless): the first piece and cached tokens of turns 2 and 3.
+  the last by previous_response_id) against the same turns sent whole every time (store
+  false): the first piece (median of FOLLOW_UP_ROUNDS runs each) and cached tokens of turns 2
+  and 3.
 
 The server is started as a user starts it: `allinone serve` with the bench's model settings but
 serve's own context (8192; the bench's --ctx is for its in-process measures), its conversations
@@ -36,9 +37,7 @@ from app.errors import InputError
 TOOLS_FILE = Path(__file__).resolve().parents[2] / "tests" / "data" / "openwebui_tools.json"
 TOOLS_MESSAGES = ("今天是几号？", "帮我记住：我喜欢喝绿茶。", "最近总是睡不好，怎么办？")
 FOLLOW_UP = ("周末想出去走走，有什么建议吗？", "我住在杭州，预算不多。", "那要是下雨呢？")
-# The same conversation in other words, for the stateless run: a message the server has felt
-# before is not judged again (its verdict is kept), which would favour whichever ran second.
-FOLLOW_UP_AGAIN = ("周末想出门逛逛，有什么建议吗？", "我住在苏州，预算不高。", "那如果下雨呢？")
+FOLLOW_UP_ROUNDS = 3  # runs of each way, in the order kept, whole, whole, kept, kept, whole
 PARTS = ("tools block", "follow-up turn")
 # Settings the served measures keep as serve has them: its context, a store of their own.
 SERVER_OWN = {"n_ctx", "store", "keep_days"}
@@ -148,9 +147,9 @@ class Server:
     def respond(
         self, text: str, previous_id: str | None, history: list[dict[str, str]] | None = None
     ) -> Timed:
-        """A streamed Responses API turn: after `previous_id` (kept by the server), or after
-        `history` sent whole and not kept (store false)."""
-        body: dict[str, Any] = {"model": "allinone", "input": text}
+        """A streamed, greedy Responses API turn: after `previous_id` (kept by the server), or
+        after `history` sent whole and not kept (store false)."""
+        body: dict[str, Any] = {"model": "allinone", "input": text, "temperature": 0}
         if previous_id:
             body["previous_response_id"] = previous_id
         if history is not None:
@@ -206,28 +205,57 @@ def tools_block(server: Server) -> dict[str, Any]:
     }
 
 
-def follow_up(server: Server) -> dict[str, Any]:
-    """Turns 2 and 3 of a conversation kept by the server (previous_response_id), and of the
-    same conversation in other words sent whole each time (the same Responses path, store
-    false), each after its own turn 1."""
-    kept, previous = [], None
-    for message in FOLLOW_UP:
-        turn = server.respond(message, previous)
-        kept.append(turn)
-        previous = turn.response_id
-    history: list[dict[str, str]] = []
-    stateless = []
-    for message in FOLLOW_UP_AGAIN:
-        answer = server.respond(message, None, history)
-        stateless.append(answer)
-        history += [
-            {"role": "user", "content": message},
-            {"role": "assistant", "content": answer.text},
-        ]
+def follow_up(server: Server, rounds: int = FOLLOW_UP_ROUNDS) -> dict[str, Any]:
+    """Turns 2 and 3 of a conversation kept by the server (previous_response_id) against the
+    same conversation sent whole each time (the same Responses path, store false).
+
+    Fair by construction: the same words and greedy replies, so both ways build the same
+    prompts; a first conversation, not counted, has the server feel every message once (a
+    verdict is kept, which would favour whichever way ran second); then the ways alternate
+    (kept, whole, whole, kept, ...) and each turn's first piece is the median of its runs."""
+    conversation(server, kept=False)  # the warm-up
+    runs: dict[str, list[list[Timed]]] = {"responses": [], "stateless": []}
+    for index in range(2 * rounds):
+        kept = index % 4 in (0, 3)
+        runs["responses" if kept else "stateless"].append(conversation(server, kept=kept))
     return {
         "turns": len(FOLLOW_UP),
-        "responses": [asdict(turn) for turn in kept],
-        "stateless": [asdict(turn) for turn in stateless],
+        "rounds": rounds,
+        **{
+            way: [_median_turn([run[turn] for run in done]) for turn in range(len(FOLLOW_UP))]
+            for way, done in runs.items()
+        },
+        "first_s": {
+            way: [[run[turn].first_s for run in done] for turn in range(len(FOLLOW_UP))]
+            for way, done in runs.items()
+        },
+    }
+
+
+def conversation(server: Server, *, kept: bool) -> list[Timed]:
+    """FOLLOW_UP's turns, greedy: each after the last by its id (kept), or after the whole
+    history sent again and not kept (store false)."""
+    turns: list[Timed] = []
+    history: list[dict[str, str]] = []
+    for message in FOLLOW_UP:
+        if kept:
+            turn = server.respond(message, turns[-1].response_id if turns else None)
+        else:
+            turn = server.respond(message, None, history)
+        turns.append(turn)
+        history += [
+            {"role": "user", "content": message},
+            {"role": "assistant", "content": turn.text},
+        ]
+    return turns
+
+
+def _median_turn(runs: list[Timed]) -> dict[str, Any]:
+    """One turn over its runs: the median first piece and end, the last run's token counts."""
+    return {
+        **asdict(runs[-1]),
+        "first_s": statistics.median(run.first_s for run in runs),
+        "total_s": statistics.median(run.total_s for run in runs),
     }
 
 

@@ -170,13 +170,55 @@ class Assistant:
         """
         chosen = self.roles.get(role or self.roles.defaults.chat)
         framing = Framing(instructions, truncation)
-        if tool_choice == "none":
-            tools = ()
-        if json_format is not None or tools:
-            return self.replier.plain(
-                chosen, text, history, json_format, tools, tool_choice, sampling, framing
-            )
-        return self.replier.toned(chosen, text, history, tone, 1.0, (), sampling, framing)
+        if tone is not None and json_format is None and not tools:
+            return self.replier.toned(chosen, text, history, tone, 1.0, (), sampling, framing)
+        return self.answer(
+            text,
+            history,
+            role=role,
+            steer=False,
+            json_format=json_format,
+            tools=tools,
+            tool_choice=tool_choice,
+            instructions=instructions,
+            truncation=truncation,
+            **sampling,
+        )[1]
+
+    def answer(
+        self,
+        text: str,
+        history: Sequence[Turn] = (),
+        *,
+        role: str | None = None,
+        steer: bool = True,
+        json_format: JsonFormat | None = None,
+        tools: Sequence[Tool] = (),
+        tool_choice: str = "auto",
+        instructions: str | None = None,
+        truncation: Truncation = "auto",
+        **sampling: object,
+    ) -> tuple[Verdict | None, Completion]:
+        """The reply every front end gives (the server's endpoints, the CLI, the chat page):
+        the mood verdict (None when the reply was not felt) and the streamed reply.
+
+        A steered role (the chat) feels the message first and replies in the tone it picks, as
+        `respond` does, also when the request offers tools and the model answers in prose.
+        Only JSON output and a tool call skip the mood step and the guards. `steer=False`
+        (the CLI's --no-sentiment) skips the mood step, never the guards. The other options
+        are `reply`'s."""
+        chosen = self.roles.get(role or self.roles.defaults.chat)
+        return self.replier.answer(
+            chosen,
+            text,
+            history,
+            sampling,
+            Framing(instructions, truncation),
+            steer=steer,
+            json_format=json_format,
+            tools=() if tool_choice == "none" else tools,
+            tool_choice=tool_choice,
+        )
 
     def respond(
         self,

@@ -174,7 +174,9 @@ class Replier:
                 shots = shots[1:]  # the least typical first (the most typical comes last)
         if shots:  # a group's prefix, kept on disk
             self.bank_cache.offer_kept_prefix(prompt)
-        banned = list(self.engine.phrase_tokens(role.avoided(tone, confidence)))
+        said = [text, *(turn.content for turn in history if turn.role != "assistant")]
+        avoided = role.avoided(tone, confidence) + role.unsaid(said)
+        banned = list(self.engine.phrase_tokens(avoided))
         # Not the message, not a turn shown, and not the instructions (a 0.5B model reads its
         # tone instruction out as the reply's end: seen here).
         instructions = [prefix[0]["content"], *(notes or {}).values()]
@@ -184,6 +186,38 @@ class Replier:
         if drafts.candidates > 1:
             return best_of(self.engine, self.labeller, role, text, prompt, settings, drafts)
         return self.engine.stream(prompt, settings)
+
+    def answer(
+        self,
+        role: Role,
+        text: str,
+        history: Sequence[Turn],
+        sampling: dict[str, object],
+        framing: Framing = PLAIN,
+        *,
+        steer: bool = True,
+        json_format: JsonFormat | None = None,
+        tools: Sequence[Tool] = (),
+        tool_choice: str = "auto",
+    ) -> tuple[Verdict | None, Completion]:
+        """The one path a reply takes, whichever front end asked: the verdict (None when the
+        reply was not felt) and the reply.
+
+        Only JSON output and a tool call skip the mood step and the guards (`plain`). A tools
+        request the model answers in prose is a chat reply like any other; so is a plain chat
+        message: felt when the role is steered (and `steer`), its tone and guards applied.
+        Unfelt (`steer` False, or a role with no steering role), the reply still keeps every
+        guard: with no tone known, it avoids every tone's words (`Role.avoided`)."""
+        _require_text_role(role)
+        if json_format is not None or (tools and tool_choice != "auto"):
+            return None, self.plain(
+                role, text, history, json_format, tools, tool_choice, sampling, framing
+            )
+        if tools:
+            return self._call_or_prose(role, text, history, tools, sampling, framing)
+        if steer and role.steered_by:
+            return self.respond(text, history, role.name, sampling, framing)
+        return None, self.toned(role, text, history, None, 1.0, (), sampling, framing)
 
     def plain(
         self,
@@ -205,7 +239,7 @@ class Replier:
         if json_format is not None and tools:
             raise InputError("response_format: JSON output and tools cannot be combined.")
         if tools and tool_choice == "auto":
-            return self._call_or_prose(role, text, history, tools, sampling, framing)
+            return self._call_or_prose(role, text, history, tools, sampling, framing)[1]
         if tools and not self.engine.supports_tools:
             raise InputError(
                 f"tools: the chat template of {self.engine.model_name!r} has no tools section, "
@@ -261,8 +295,9 @@ class Replier:
         tools: Sequence[Tool],
         sampling: dict[str, object],
         framing: Framing,
-    ) -> Completion:
-        """A tool call, or a prose reply on the chat role's own path, decided greedily.
+    ) -> tuple[Verdict | None, Completion]:
+        """A tool call, or a prose reply on the chat role's own path, decided greedily; the
+        prose reply's verdict when it was felt.
 
         Why: a 0.5B model shown many tools calls one when it should not (offered Open WebUI's
         36 built-in tools, it answered "我是不是太没用了？" with a call to ask_user and arguments
@@ -277,24 +312,25 @@ class Replier:
         """
         offered = f"{len(tools)} tools offered"
         if not self.engine.supports_tools:
-            reply = self._prose(role, text, history, sampling, framing)
+            verdict, reply = self._prose(role, text, history, sampling, framing)
             reply.note = f"{offered}; prose (this model's chat template cannot show tools)"
             log.info("tools request: %s", reply.note)
-            return reply
+            return verdict, reply
         defaults = {"stop": (), "max_tokens": PLAIN_MAX_TOKENS, "repeat_penalty": 1.0}
         settings, _, _ = self.sampling(role, defaults)
         system = framing.system(role.system_prompt(None))
         prompt = self._tools_prompt(role, system, text, history, tools, settings, framing)
         chance, cached = self.engine.opening_probability(prompt, CALL_OPENINGS)
+        verdict = None
         if chance >= CALL_CHANCE:
             reply = self.plain(role, text, history, None, tools, "required", sampling, framing)
             reply.note = f"{offered}; call (p(call)={chance:.2f})"
         else:
-            reply = self._prose(role, text, history, sampling, framing)
+            verdict, reply = self._prose(role, text, history, sampling, framing)
             reply.counts(len(prompt.tokens), cached)
             reply.note = f"{offered}; prose (p(call)={chance:.2f})"
         log.info("tools request: %s", reply.note)
-        return reply
+        return verdict, reply
 
     def _prose(
         self,
@@ -303,11 +339,11 @@ class Replier:
         history: Sequence[Turn],
         sampling: dict[str, object],
         framing: Framing,
-    ) -> Completion:
+    ) -> tuple[Verdict | None, Completion]:
         """The role's plain chat reply: felt first (its tone, its guards) when it is steered."""
         if role.steered_by:
-            return self.respond(text, history, role.name, sampling, framing)[1]
-        return self.toned(role, text, history, None, 1.0, (), sampling, framing)
+            return self.respond(text, history, role.name, sampling, framing)
+        return None, self.toned(role, text, history, None, 1.0, (), sampling, framing)
 
     def sampling(self, role: Role, overrides: dict[str, object]) -> tuple[Sampling, int, Drafts]:
         """The role's generation settings with the caller's overrides, its `no_copy` and its

@@ -18,7 +18,8 @@ from sse_starlette.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from app.llm import Completion, TokenLogprob
-from app.roles.assistant import Assistant, Turn
+from app.roles.assistant import Assistant, Turn, Verdict
+from app.roles.conversations import verdict_dict
 from app.roles.tools import Tool
 from app.server.openai_api import (
     ROLE_ALIAS,
@@ -72,10 +73,13 @@ async def chat_completions(
         tools: list[Tool] = []
         completions = [await run_in_threadpool(label_completion, current, text, role)]
     else:
-        # In a thread: a tools request decides call or prose on the model before it answers.
-        tools, completions = await run_in_threadpool(
+        # In a thread: the mood step, and a tools request's call-or-prose decision, run on
+        # the model before the reply streams.
+        tools, completions, verdict = await run_in_threadpool(
             _replies, body, current, role, text, history, instructions
         )
+        if verdict is not None:  # an extension field: OpenAI's clients ignore it
+            meta["sentiment"] = verdict_dict(verdict)
     parallel = body.parallel_tool_calls is not False
     headers = decision_headers(completions)
     if body.stream:
@@ -119,8 +123,9 @@ def _replies(
     text: str,
     history: list[Turn],
     instructions: str | None,
-) -> tuple[list[Tool], list[Completion]]:
-    """The tools offered and one reply per choice, not yet generated.
+) -> tuple[list[Tool], list[Completion], Verdict | None]:
+    """The tools offered, one reply per choice (not yet generated), and the mood verdict
+    when the replies were felt (every choice feels the same message the same way).
 
     Each raises its 4xx here, before any has touched the model.
     """
@@ -128,8 +133,8 @@ def _replies(
     json_format = body.json_format()
     choice = body.tool_choice_name()
     tools = body.tool_list() if choice != "none" else []
-    completions = [
-        current.reply(
+    answers = [
+        current.answer(
             text,
             history,
             role=role,
@@ -142,7 +147,8 @@ def _replies(
         )
         for seed in body.seeds(current.settings.seed)
     ]
-    return tools, completions
+    verdict = next((verdict for verdict, _ in answers if verdict is not None), None)
+    return tools, [completion for _, completion in answers], verdict
 
 
 def _choice(

@@ -203,8 +203,9 @@ def _plan(
 ) -> Plan:
     """Choose the reply's path and set it up (each 4xx is raised here, before any turn is kept).
 
-    Tools or a JSON format: a plain reply. Else a steered role (the chat) feels, then replies,
-    and its verdict goes in the response's metadata. Else a plain toned reply.
+    The Assistant's one reply path: JSON output and tool calls plain; any prose reply of a
+    steered role (the chat; with tools offered too) felt first, its verdict in the response's
+    metadata; a reply to tool results unfelt, guarded all the same.
     """
     role = role_name(current, body.model)
     chosen = current.roles.get(role)
@@ -225,16 +226,16 @@ def _plan(
             param = "tools" if tools else "text.format"
             raise FieldError(param, f"not for role {role!r}: it answers with one of its labels.")
         return Plan(role, label_completion(current, text, role), [], None, None)
-    kept = body.calls_kept()
-    if tools or json_format is not None:
-        completion = current.reply(
-            text, history, tools=tools, tool_choice=choice, json_format=json_format, **options
-        )
-        return Plan(role, completion, tools, None, kept)
-    if chosen.steered_by and not answers_tools:
-        verdict, completion = current.respond(text, history, **options)
-        return Plan(role, completion, [], verdict, kept)
-    return Plan(role, current.reply(text, history, **options), [], None, kept)
+    verdict, completion = current.answer(
+        text,
+        history,
+        steer=not answers_tools,  # tool results are no message of the user's to feel
+        json_format=json_format,
+        tools=tools,
+        tool_choice=choice,
+        **options,
+    )
+    return Plan(role, completion, tools, verdict, body.calls_kept())
 
 
 def _new_message(history: list[Turn]) -> tuple[str, list[Turn], bool]:

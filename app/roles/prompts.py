@@ -8,6 +8,7 @@ the file, the role and the field, so a typo is a one-line fix rather than a stac
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -141,6 +142,12 @@ class Role(_Strict):
     avoid: tuple[str, ...] = Field(
         default=(), description="Words a text role's reply never contains, in any tone."
     )
+    unless_said: dict[str, tuple[str, ...]] = Field(
+        default_factory=dict,
+        description="Named groups of words a text role's reply may contain only when the "
+        "message, or a user or tool turn before it, has one of the group's words (grave news "
+        "the person never gave: a death, an illness).",
+    )
     head: str | None = Field(
         default=None,
         description="A learned head file (relative to the prompts file) for a two-label role.",
@@ -223,13 +230,22 @@ class Role(_Strict):
 
     def avoided(self, tone_label: str | None = None, confidence: float = 1.0) -> tuple[str, ...]:
         """Words the reply may not contain: the role's own, plus its tone's, plus every other
-        tone's when the verdict behind the tone is less sure than the tone asks."""
+        tone's when the verdict behind the tone is less sure than the tone asks, or when no
+        tone is known (a reply not felt: celebrate nothing, agree with nothing)."""
         tone = self.tones.get(tone_label or "")
-        if tone is None:
-            return self.avoid
-        if self.is_sure(tone_label, confidence):
+        if tone is not None and self.is_sure(tone_label, confidence):
             return self.avoid + tone.avoid
         return self.avoid + tuple(word for other in self.tones.values() for word in other.avoid)
+
+    def unsaid(self, said: Sequence[str]) -> tuple[str, ...]:
+        """The `unless_said` words the reply may not contain after `said` (the message and the
+        person's earlier turns): every group none of whose words was said."""
+        return tuple(
+            word
+            for words in self.unless_said.values()
+            if not any(word in text for word in words for text in said)
+            for word in words
+        )
 
     def grammar(self) -> str:
         """A GBNF grammar whose only sentences are this role's labels."""

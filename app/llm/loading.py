@@ -1,5 +1,7 @@
 """Loading a GGUF: check the file first, so a wrong path or a truncated download is one clear
-error that says what to do, never a llama.cpp assertion."""
+error that says what to do, never a llama.cpp assertion; llama.cpp's own log is routed through
+`logging` before anything loads (app.llm.native_log), and what it said about a refused file goes
+into that one line."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from pathlib import Path
 from llama_cpp import Llama
 
 from app.errors import ModelLoadError, ModelNotFound
+from app.llm import native_log
 from app.llm.native import load_params
 
 
@@ -22,34 +25,41 @@ def load_model(
     verbose: bool,
 ) -> Llama:
     """The model, mmapped, with one context of `n_ctx` cells and the eval callback installed."""
+    native_log.install(show=verbose)
     check_gguf_file(path)
-    try:
-        with load_params(extra_buffers=extra_buffers, eval_callback=eval_callback):
-            return Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=n_threads,
-                n_threads_batch=n_threads,
-                n_batch=min(n_batch, n_ctx),
-                logits_all=False,
-                use_mmap=True,
-                verbose=verbose,
-            )
-    except (ValueError, RuntimeError, OSError) as error:
-        raise ModelLoadError(
-            f"llama.cpp could not load {path} ({error}). The file may be truncated "
-            "or corrupt: delete it and download it again (allinone download)."
-        ) from None
+    with native_log.errors_logged() as logged:
+        try:
+            with load_params(extra_buffers=extra_buffers, eval_callback=eval_callback):
+                return Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=n_threads,
+                    n_threads_batch=n_threads,
+                    n_batch=min(n_batch, n_ctx),
+                    logits_all=False,
+                    use_mmap=True,
+                    verbose=verbose,
+                )
+        except (ValueError, RuntimeError, OSError) as error:
+            raise ModelLoadError(
+                f"llama.cpp could not load {path} ({_reason(logged, error)}). The file may be "
+                "truncated or corrupt: delete it and download it again (allinone download)."
+            ) from None
 
 
-def read_model_name(path: Path) -> str:
+def read_model_name(path: Path, *, verbose: bool = False) -> str:
     """The name a loaded model will have (heads are keyed by it), reading only the vocabulary
     and metadata, not the weights."""
+    native_log.install(show=verbose)
     check_gguf_file(path)
-    try:
-        llm = Llama(model_path=str(path), vocab_only=True, verbose=False)
-    except (ValueError, RuntimeError, OSError) as error:
-        raise ModelLoadError(f"llama.cpp could not read {path} ({error}).") from None
+    with native_log.errors_logged() as logged:
+        try:
+            llm = Llama(model_path=str(path), vocab_only=True, verbose=verbose)
+        except (ValueError, RuntimeError, OSError) as error:
+            raise ModelLoadError(
+                f"llama.cpp could not read {path} ({_reason(logged, error)}). The file may be "
+                "truncated or corrupt: delete it and download it again (allinone download)."
+            ) from None
     try:
         return model_name(llm.metadata, path)
     finally:
@@ -70,3 +80,12 @@ def check_gguf_file(path: Path) -> None:
             f"{path} is not a GGUF model (it does not start with 'GGUF'). Give a .gguf file, "
             "or download one: allinone download"
         )
+
+
+def _reason(logged: list[str], error: Exception) -> str:
+    """llama.cpp's first error line of the load (the cause; the later ones only say that loading
+    failed), without its function name; else the exception's own words."""
+    if not logged:
+        return str(error)
+    _function, _colon, words = logged[0].partition(": ")
+    return words or logged[0]

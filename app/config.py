@@ -109,7 +109,11 @@ class Settings(BaseSettings):
     seed: int | None = Field(
         default=None, ge=0, description="Random seed for chat replies (unset: a new one each time)."
     )
-    verbose: bool = Field(default=False, description="Show llama.cpp's own log lines.")
+    verbose: bool = Field(
+        default=False,
+        description="Show llama.cpp's own log lines on stderr (loading, warnings). Off, they "
+        "are hidden, and a model llama.cpp refuses is still one error line that says why.",
+    )
     store: Path | None = Field(
         default_factory=default_store_path,
         description="The SQLite file where conversations are kept (`chat --session`, "

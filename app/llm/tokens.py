@@ -28,27 +28,46 @@ class Tokenizer:
         return self.vocab.piece(token)
 
     def phrase_tokens(self, phrases: Sequence[str]) -> list[tuple[int, ...]]:
-        """Token sequences that write any of `phrases`: each one's own tokenization, plus every
-        single token whose text contains it (e.g. 很开心 for 开心). For app/llm/bans.py."""
+        """Token sequences that write any of `phrases`: each one's own tokenization, every
+        single token whose text contains it (很开心 for 开心), and, split anywhere, the start's
+        tokens followed by any token that begins with the rest (你的 + 错误 writes 你的错, which
+        the tokenization 你的 + 错 alone let through: seen). For app/llm/bans.py."""
         for phrase in phrases:
             if phrase and phrase not in self._phrase_tokens:
                 found = {tuple(self.tokenize(phrase))}
                 found |= {(token,) for token in self._tokens_containing(phrase.encode("utf-8"))}
+                for cut in range(1, len(phrase)):
+                    start = tuple(self.tokenize(phrase[:cut]))
+                    rest = phrase[cut:].encode("utf-8")
+                    found |= {(*start, token) for token in self._tokens_starting(rest)}
                 self._phrase_tokens[phrase] = sorted(found)
         return [seq for phrase in phrases if phrase for seq in self._phrase_tokens[phrase]]
 
-    def _tokens_containing(self, wanted: bytes) -> set[int]:
-        """Every token whose text contains `wanted`: found in all the vocabulary's texts joined
-        into one (made once, ~0.3 s), so a new phrase costs milliseconds, not a 0.06 s scan of
-        152k tokens (a reply of a new tone's 22 words waited 1.3 s for them)."""
+    def _vocabulary_text(self) -> tuple[bytes, list[int]]:
+        """All the vocabulary's texts joined by NULs, and where each starts: made once (~0.3 s),
+        so a new phrase costs milliseconds, not a 0.06 s scan of 152k tokens (a reply of a new
+        tone's 22 words waited 1.3 s for them)."""
         if self._vocab_text is None:
             pieces = [self.piece(token) for token in range(self.n_vocab)]
             starts = list(itertools.accumulate((len(piece) + 1 for piece in pieces), initial=0))
             self._vocab_text = (b"\0".join(pieces), starts)
-        text, starts = self._vocab_text
+        return self._vocab_text
+
+    def _tokens_containing(self, wanted: bytes) -> set[int]:
+        """Every token whose text contains `wanted`."""
+        text, starts = self._vocabulary_text()
         tokens: set[int] = set()
         at = text.find(wanted)
         while at >= 0:
             tokens.add(bisect.bisect_right(starts, at) - 1)
             at = text.find(wanted, at + 1)
         return tokens
+
+    def _tokens_starting(self, wanted: bytes) -> set[int]:
+        """Every token whose text begins with `wanted`."""
+        text, starts = self._vocabulary_text()
+        return {
+            token
+            for token in self._tokens_containing(wanted)
+            if text.startswith(wanted, starts[token])
+        }

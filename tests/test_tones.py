@@ -112,10 +112,12 @@ def test_an_unsure_verdict_lets_the_nearest_group_of_any_mood_set_the_tone(
     bank = fake_assistant.roles.banks["assistant"]
     asked = []
     sarcasm = Exchange(topic="sarcasm", mood="负面", input="真幸运，又堵车", output="堵车真磨人")
+    good = Exchange(topic="good_news", mood="正面", input="考过了", output="太好了，恭喜")
+    nearest = [sarcasm]
 
     def shots(features, k, mood, known):
         asked.append(mood)
-        return [sarcasm]
+        return list(nearest)
 
     monkeypatch.setattr(bank, "shots", shots)
     role = fake_assistant.roles.chat
@@ -124,9 +126,32 @@ def test_an_unsure_verdict_lets_the_nearest_group_of_any_mood_set_the_tone(
     list(stream)
     assert verdict.label == "正面" and asked == [None]
     assert fake_engine.calls[-1][1][0]["content"].endswith(role.tones["负面"].instruction)
-    fake_engine.enqueue_choice([0.95, 0.05])  # sure: only its own mood's groups
+    nearest[0] = good
+    fake_engine.enqueue_choice([0.95, 0.05])  # sure, and the bank agrees: its mood's groups
     list(fake_assistant.respond("考上研究生了")[1])
-    assert asked[-1] == "正面"
+    assert asked[-2:] == [None, "正面"]
+
+
+def test_a_sure_verdict_the_bank_disagrees_with_is_unsure(fake_assistant, fake_engine, monkeypatch):
+    """Sarcasm reads as 正面 at 0.9+ too; its nearest exchanges (of any mood) are 负面: the
+    two readings disagree, so nothing is celebrated and the 负面 group sets the tone."""
+    bank = fake_assistant.roles.banks["assistant"]
+    sarcasm = Exchange(topic="sarcasm", mood="负面", input="真幸运，又堵车", output="堵车真磨人")
+    asked = []
+
+    def shots(features, k, mood, known):
+        asked.append(mood)
+        return [sarcasm]
+
+    monkeypatch.setattr(bank, "shots", shots)
+    role = fake_assistant.roles.chat
+    fake_engine.enqueue_choice([0.97, 0.03])
+    verdict, stream = fake_assistant.respond("真棒，排了两个小时队，轮到我刚好卖完。")
+    list(stream)
+    assert verdict.label == "正面" and asked == [None, None]
+    assert fake_engine.calls[-1][1][0]["content"].endswith(role.tones["负面"].instruction)
+    banned = {"".join(map(chr, tokens)) for tokens in fake_engine.last_sampling.banned}
+    assert {"太棒了", "恭喜", "划算"} <= banned
 
 
 def test_a_small_context_drops_retrieved_turns_before_refusing(fake_assistant, monkeypatch):

@@ -102,7 +102,8 @@ class Tone(_Strict):
         le=1.0,
         description="A verdict for this tone below this confidence is unsure: the reply avoids "
         "every tone's words (celebrate nothing), and the nearest bank group of any mood sets "
-        "the tone.",
+        "the tone. Above 0 the tone also needs the bank's agreement: a verdict whose nearest "
+        "exchanges of any mood are of another label is unsure too (sarcasm).",
     )
 
 

@@ -121,9 +121,19 @@ class Replier:
         tone = verdict.label
         if bank is not None and role.bank is not None:
             self.bank_cache.prepare(role.name)
+            found = features(states)
             sure = role.is_sure(verdict.label, verdict.confidence)
+            tone_asked = role.tones.get(verdict.label)
+            if sure and tone_asked is not None and tone_asked.confident > 0:
+                # A tone that asks for confidence (正面: celebration) also asks the bank: when
+                # the nearest exchanges of any mood are of another label, the two readings
+                # disagree and the verdict counts as unsure ("真棒，排了两个小时队，轮到我刚好
+                # 卖完" reads as 正面 at 0.9+; its nearest exchanges are sarcasm, 负面).
+                nearest = bank.shots(found, role.bank.k, None, steering.labels)
+                there = nearest[-1].mood if nearest else verdict.label
+                sure = there == verdict.label or there not in steering.labels
             mood = verdict.label if sure else None  # unsure: the nearest group of any mood
-            shots = bank.shots(features(states), role.bank.k, mood, steering.labels)
+            shots = bank.shots(found, role.bank.k, mood, steering.labels)
             if shots and (not sure or shots[-1].mood not in steering.labels):
                 # The nearest exchanges set the tone when the verdict is unsure (sarcasm reads
                 # as 正面 at 0.6-0.86), or when they are of a mood the steering role has no

@@ -1,9 +1,11 @@
-"""`classify`: label one text, every row of a file on this machine (resumable, with a progress
-bar), or every row of a file or folder on a Ray cluster (--ray). The work itself is the jobs'
-(app.jobs.files, app.jobs.ray_classify); this module reads the flags and reports."""
+"""`classify`: label one text, every line of standard input as it comes (a pipe), every row of a
+file on this machine (resumable, with a progress bar), or every row of a file or folder on a Ray
+cluster (--ray). The work itself is the jobs' (app.jobs.files, app.jobs.ray_classify); this
+module reads the flags and reports."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,11 +17,14 @@ from app.errors import InputError
 from app.jobs.files import (
     INPUT_FORMATS,
     WINDOW,
+    Classifier,
+    Row,
     Summary,
     classify_file,
     count_rows,
     label_functions,
     label_row,
+    read_lines,
     read_rows,
 )
 
@@ -27,10 +32,18 @@ if TYPE_CHECKING:
     from app.roles.assistant import Assistant
 
 ACTOR_THREADS = 1  # --threads-per-actor: see the README's figures for 1 x 2 against 2 x 1
+STDIN = "standard input"  # how a bad line of it is named
+
+
+class _NeedsAFile(InputError):
+    """A flag that only a file can take, given standard input: a usage error (exit 2, as
+    click's own)."""
+
+    exit_code = 2
 
 
 @click.command()
-@click.argument("source", metavar="TEXT|FILE")
+@click.argument("source", metavar="[TEXT|FILE|-]", required=False)
 @click.option(
     "-o",
     "--output",
@@ -47,8 +60,9 @@ ACTOR_THREADS = 1  # --threads-per-actor: see the README's figures for 1 x 2 aga
     type=click.Choice(["stop", "skip"]),
     default="stop",
     show_default=True,
-    help="A bad row (not UTF-8, bad JSON, too long for the context): stop there, naming its "
-    "line (rows done so far are kept for the next run), or skip it and list it at the end.",
+    help="A bad row or line of standard input (not UTF-8, bad JSON, too long for the "
+    "context): stop there, naming its line (rows done so far are kept for the next run), or "
+    "skip it (listed at the end; for standard input, said on stderr as it is met).",
 )
 @click.option(
     "--decode",
@@ -93,7 +107,7 @@ ACTOR_THREADS = 1  # --threads-per-actor: see the README's figures for 1 x 2 aga
 @common.settings_options
 @common.handle_errors
 def classify(
-    source: str,
+    source: str | None,
     output: Path | None,
     role: str | None,
     restart: bool,
@@ -105,8 +119,33 @@ def classify(
     threads_per_actor: int,
     **settings: Any,
 ) -> None:
-    """Label one text, or every row of a .txt/.csv/.jsonl FILE (resumable, with a progress bar);
-    with --ray, every row of a file or folder (.txt/.csv/.jsonl/.parquet) on a Ray cluster."""
+    """Label one TEXT, every line of standard input, or every row of a .txt/.csv/.jsonl FILE.
+
+    TEXT: prints label<TAB>confidence.
+
+    - (or no argument, with input piped in): one text a line from standard input, and one
+    label<TAB>confidence line for each, in order, printed as soon as it is labelled (a pipe that
+    waits on an answer gets it). Empty lines are skipped (no output line); a bad line follows
+    --on-error. For a big file, give the file: it is labelled in batches and can resume.
+
+    FILE: prints label<TAB>confidence<TAB>text per row, or with -o writes a .csv/.jsonl
+    (resumable, with a progress bar); with --ray, every row of a file or folder
+    (.txt/.csv/.jsonl/.parquet) on a Ray cluster.
+    """
+    stdin = click.get_binary_stream("stdin")
+    if source is None and stdin.isatty():
+        raise click.UsageError(
+            "Missing TEXT|FILE: give a text, a file, or pipe texts in, one a line (or give -)."
+        )
+    if source is None or source == "-":
+        _check_stdin_flags(output=output, restart=restart, ray_address=ray_address)
+        _print_rows(
+            read_lines(stdin),
+            label_functions(common.load_assistant(settings), role, decode)[0],
+            source=STDIN,
+            on_error=on_error,
+        )
+        return
     if ray_address is not None:
         _classify_on_ray(
             Path(source),
@@ -160,12 +199,7 @@ def _classify_file(
     the resumable journal with a progress bar."""
     label, label_many = label_functions(assistant, role, decode)
     if output is None:
-        for row in read_rows(path):
-            result = label_row(row, label, source=path, on_error=on_error)
-            if isinstance(result, str):
-                click.echo(f"Skipped line {row.line}: {result}", err=True)
-            elif result is not None:
-                click.echo(f"{result[0]}\t{result[1]:.4f}\t{row.text}")
+        _print_rows(read_rows(path), label, source=path, on_error=on_error, with_text=True)
         return
     with progress_bar(total=count_rows(path), unit="row") as bar:
         summary = classify_file(
@@ -180,6 +214,38 @@ def _classify_file(
         )
     _say_done(summary)
     _say_skipped(summary)
+
+
+def _check_stdin_flags(*, output: Path | None, restart: bool, ray_address: str | None) -> None:
+    """What standard input cannot do: be written through a journal, resumed, or split."""
+    given = [
+        flag for flag, on in (("-o", output), ("--restart", restart), ("--ray", ray_address)) if on
+    ]
+    if given:
+        verb = "needs" if len(given) == 1 else "need"
+        raise _NeedsAFile(
+            f"{' and '.join(given)} {verb} an input file; standard input is labelled line by line "
+            "onto stdout. Save the lines to a file and give it: allinone classify IN.txt -o OUT.csv"
+        )
+
+
+def _print_rows(
+    rows: Iterable[Row],
+    label: Classifier,
+    *,
+    source: Path | str,
+    on_error: str,
+    with_text: bool = False,
+) -> None:
+    """Each row's label<TAB>confidence (and its text) on stdout, flushed as it is labelled;
+    empty rows print nothing, a bad one stops the run or is said on stderr (--on-error)."""
+    for row in rows:
+        result = label_row(row, label, source=source, on_error=on_error)
+        if isinstance(result, str):
+            click.echo(f"Skipped line {row.line}: {result}", err=True)
+        elif result is not None:
+            text = f"\t{row.text}" if with_text else ""
+            click.echo(f"{result[0]}\t{result[1]:.4f}{text}")  # echo flushes: a pipe sees it
 
 
 def _classify_on_ray(

@@ -1,4 +1,5 @@
-"""Classify whole files: read .txt/.csv/.jsonl, write .csv/.jsonl, resume after an interruption.
+"""Classify whole files: read .txt/.csv/.jsonl, write .csv/.jsonl, resume after an interruption
+(and standard input, read as a .txt file's rows, each line as it comes: `read_lines`).
 
 Input rows keep all their columns; the output adds `label` and `confidence`. Progress goes to a
 journal next to the output (`OUT.partial.jsonl`, one JSON line per finished row, flushed as it
@@ -19,7 +20,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from app.atomic import atomic_open
 from app.errors import InputError
@@ -76,11 +77,21 @@ def _open(path: Path, encoding: str = "utf-8"):  # -> TextIO
 def _read_txt(path: Path) -> Iterator[Row]:
     with _open(path) as file:
         for number, line in enumerate(file, start=1):
-            text = line.rstrip("\r\n")
-            if _undecodable(text):
-                yield Row(number, {}, "", NOT_UTF8)
-            else:
-                yield Row(number, {"text": text}, text)
+            yield _txt_row(number, line)
+
+
+def read_lines(stream: BinaryIO) -> Iterator[Row]:
+    """One text a line from a stream (standard input), as a .txt file's rows, each yielded as
+    soon as its line has arrived: a slow pipe gets each answer before it sends the next line."""
+    for number, raw in enumerate(iter(stream.readline, b""), start=1):
+        yield _txt_row(number, raw.decode("utf-8", errors="surrogateescape"))
+
+
+def _txt_row(number: int, line: str) -> Row:
+    text = line.rstrip("\r\n")
+    if _undecodable(text):
+        return Row(number, {}, "", NOT_UTF8)
+    return Row(number, {"text": text}, text)
 
 
 def _read_csv(path: Path) -> Iterator[Row]:
@@ -154,7 +165,7 @@ def label_functions(
 
 
 def label_row(
-    row: Row, classify: Classifier, *, source: Path, on_error: OnError
+    row: Row, classify: Classifier, *, source: Path | str, on_error: OnError
 ) -> tuple[str, float] | str | None:
     """One row, by the file policy: None for an empty row, else (label, confidence).
 
@@ -175,9 +186,10 @@ def label_row(
     return problem
 
 
-def bad_row_error(source: Path, line: int, problem: str) -> InputError:
-    """The one message for a bad row under on_error="stop", whoever found it."""
-    where = "row" if source.suffix.lower() == ".parquet" else "line"  # Parquet has no lines
+def bad_row_error(source: Path | str, line: int, problem: str) -> InputError:
+    """The one message for a bad row under on_error="stop", whoever found it (`source` is a
+    file, or a name such as "standard input")."""
+    where = "row" if str(source).lower().endswith(".parquet") else "line"  # Parquet has no lines
     return InputError(
         f"{source}, {where} {line}: {problem.rstrip('.')}. Fix or remove that row, or run "
         "again with --on-error skip to leave such rows out (rows already done are kept)."

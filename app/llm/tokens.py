@@ -30,16 +30,20 @@ class Tokenizer:
     def phrase_tokens(self, phrases: Sequence[str]) -> list[tuple[int, ...]]:
         """Token sequences that write any of `phrases`: each one's own tokenization, every
         single token whose text contains it (很开心 for 开心), and, split anywhere, the start's
-        tokens followed by any token that begins with the rest (你的 + 错误 writes 你的错, which
-        the tokenization 你的 + 错 alone let through: seen). For app/llm/bans.py."""
+        own tokens or any token that ends with the start (of 2+ characters), followed by any
+        token that begins with the rest. Seen slipping past the tokenization alone: 你的 + 错误
+        (你的错) and 是因为 + 你的 (因为你). For app/llm/bans.py."""
         for phrase in phrases:
             if phrase and phrase not in self._phrase_tokens:
                 found = {tuple(self.tokenize(phrase))}
                 found |= {(token,) for token in self._tokens_containing(phrase.encode("utf-8"))}
                 for cut in range(1, len(phrase)):
-                    start = tuple(self.tokenize(phrase[:cut]))
-                    rest = phrase[cut:].encode("utf-8")
-                    found |= {(*start, token) for token in self._tokens_starting(rest)}
+                    rest = self._tokens_starting(phrase[cut:].encode("utf-8"))
+                    starts = {tuple(self.tokenize(phrase[:cut]))}
+                    if cut > 1:  # one character ends too many tokens (是: 就是, 但是, ...)
+                        ending = self._tokens_ending(phrase[:cut].encode("utf-8"))
+                        starts |= {(token,) for token in ending}
+                    found |= {(*start, token) for start in starts for token in rest}
                 self._phrase_tokens[phrase] = sorted(found)
         return [seq for phrase in phrases if phrase for seq in self._phrase_tokens[phrase]]
 
@@ -62,6 +66,16 @@ class Tokenizer:
             tokens.add(bisect.bisect_right(starts, at) - 1)
             at = text.find(wanted, at + 1)
         return tokens
+
+    def _tokens_ending(self, wanted: bytes) -> set[int]:
+        """Every token whose text ends with `wanted`."""
+        text, starts = self._vocabulary_text()
+        ends = [start - 1 for start in starts[1:]] + [len(text)]  # where each text stops
+        return {
+            token
+            for token in self._tokens_containing(wanted)
+            if text.endswith(wanted, starts[token], ends[token])
+        }
 
     def _tokens_starting(self, wanted: bytes) -> set[int]:
         """Every token whose text begins with `wanted`."""

@@ -60,28 +60,27 @@ class Tokenizer:
     def _tokens_containing(self, wanted: bytes) -> set[int]:
         """Every token whose text contains `wanted`."""
         text, starts = self._vocabulary_text()
+        return self._found(text, starts, wanted)
+
+    def _tokens_ending(self, wanted: bytes) -> set[int]:
+        """Every token whose text ends with `wanted` (found just before a separator)."""
+        text, starts = self._vocabulary_text()
+        last = {self.n_vocab - 1} if text.endswith(wanted) else set()
+        return self._found(text, starts, wanted + b"\0") | last
+
+    def _tokens_starting(self, wanted: bytes) -> set[int]:
+        """Every token whose text begins with `wanted` (found just after a separator, which
+        belongs to the token before)."""
+        text, starts = self._vocabulary_text()
+        first = {0} if text.startswith(wanted) else set()
+        return {token + 1 for token in self._found(text, starts, b"\0" + wanted)} | first
+
+    @staticmethod
+    def _found(text: bytes, starts: list[int], wanted: bytes) -> set[int]:
+        """The token in whose text (or separator after it) each occurrence of `wanted` starts."""
         tokens: set[int] = set()
         at = text.find(wanted)
         while at >= 0:
             tokens.add(bisect.bisect_right(starts, at) - 1)
             at = text.find(wanted, at + 1)
         return tokens
-
-    def _tokens_ending(self, wanted: bytes) -> set[int]:
-        """Every token whose text ends with `wanted`."""
-        text, starts = self._vocabulary_text()
-        ends = [start - 1 for start in starts[1:]] + [len(text)]  # where each text stops
-        return {
-            token
-            for token in self._tokens_containing(wanted)
-            if text.endswith(wanted, starts[token], ends[token])
-        }
-
-    def _tokens_starting(self, wanted: bytes) -> set[int]:
-        """Every token whose text begins with `wanted`."""
-        text, starts = self._vocabulary_text()
-        return {
-            token
-            for token in self._tokens_containing(wanted)
-            if text.startswith(wanted, starts[token])
-        }

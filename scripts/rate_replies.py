@@ -7,10 +7,10 @@
     python scripts/rate_replies.py --folder docs/ratings/tuning sheet \
         --variant sampled:generation.temperature=0.5 --variant short:generation.max_sentences=2
 
-`make` answers every message of the rating set (tests/data/rating_messages.jsonl) with the
-feel + reply flow under two prompts files on ONE loaded model: `--old` (a git revision whose
-prompts.yaml, heads/ and banks/ are taken) and `--new` (default: the working prompts.yaml),
-with the same seed per message. It writes the pairs with the two replies in a random order
+`make` answers every message of the rating set (tests/data/rating_messages.jsonl) twice, with
+the same seed per message: `--old` is a git revision as it shipped (its code, prompts.yaml,
+heads/ and banks/, run in a temporary worktree) or `article` (the article's own chat method),
+`--new` the working code under a prompts file (default: the working prompts.yaml). It writes the pairs with the two replies in a random order
 (pairs.jsonl) and, apart, which side is which (key.json): whoever rates sees only the pairs.
 `rate` shows each unrated pair and records four 1-5 scores per reply (RUBRIC below);
 `report` joins ratings and key and prints the means.
@@ -77,25 +77,20 @@ def make(args: argparse.Namespace) -> None:
     from app.roles.prompts import load_roles
 
     messages = load_messages(args.messages)
-    new = Assistant.load()
-    configs: dict[str, Assistant | None] = {"old": None}  # None: the article's chat method
-    if args.old != ARTICLE:
-        with tempfile.TemporaryDirectory() as folder:
-            old_roles = load_roles(_checkout(args.old, Path(folder)))
-        configs["old"] = Assistant(new.engine, old_roles, new.settings)
-    configs["new"] = Assistant(new.engine, load_roles(args.new), new.settings)
+    old = None if args.old == ARTICLE else _replies_of_revision(args.old, args)
+    loaded = Assistant.load()
+    new = Assistant(loaded.engine, load_roles(args.new), loaded.settings)
     new.prepare_bank()
     shuffle = random.Random(args.seed)
     pairs, key = [], {}
     for number, message in enumerate(tqdm(messages, unit="msg", file=sys.stderr), start=1):
-        replies = {}
-        for name, assistant in configs.items():
-            seed = args.seed + number
-            if assistant is None:
-                replies[name] = article_chat(new.engine, message.text, seed)
-                continue
-            _, stream = assistant.respond(message.text, seed=seed)
-            replies[name] = "".join(stream).strip()
+        seed = args.seed + number
+        _, stream = new.respond(message.text, seed=seed)
+        replies = {"new": "".join(stream).strip()}
+        if old is None:
+            replies["old"] = article_chat(new.engine, message.text, seed)
+        else:
+            replies["old"] = old[number - 1]
         order = ["old", "new"]
         shuffle.shuffle(order)
         pair_id = f"p{number:03d}"
@@ -114,6 +109,37 @@ def make(args: argparse.Namespace) -> None:
         encoding="utf-8",
     )
     print(f"Wrote {len(pairs)} pairs to {args.folder / 'pairs.jsonl'} (key apart in key.json)")
+
+
+# Run inside a checkout of the old revision: its own code, prompts, heads and bank answer.
+ANSWER_AT_REVISION = """
+import json, sys
+from pathlib import Path
+from app.measure.chat_quality import load_messages
+from app.roles.assistant import Assistant
+assistant = Assistant.load()
+seed = int(sys.argv[2])
+with open(sys.argv[3], "w", encoding="utf-8") as out:
+    for number, message in enumerate(load_messages(Path(sys.argv[1])), start=1):
+        _, stream = assistant.respond(message.text, seed=seed + number)
+        out.write(json.dumps("".join(stream).strip(), ensure_ascii=False) + "\\n")
+"""
+
+
+def _replies_of_revision(rev: str, args: argparse.Namespace) -> list[str]:
+    """Every message answered by the revision `rev` as it shipped (its code too, not only its
+    prompts), in a temporary git worktree, with the seeds `make` gives the new side."""
+    with tempfile.TemporaryDirectory() as folder:
+        tree, out = Path(folder) / "tree", Path(folder) / "replies.jsonl"
+        git = ["git", "-C", str(ROOT), "worktree"]
+        subprocess.run([*git, "add", "--detach", str(tree), rev], check=True, capture_output=True)
+        try:
+            print(f"Answering the messages at {rev} ...", file=sys.stderr)
+            command = [sys.executable, "-c", ANSWER_AT_REVISION, str(args.messages.resolve())]
+            subprocess.run([*command, str(args.seed), str(out)], cwd=tree, check=True)
+        finally:
+            subprocess.run([*git, "remove", "--force", str(tree)], check=False)
+        return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
 
 
 def sheet(args: argparse.Namespace) -> None:
@@ -281,8 +307,9 @@ def main() -> None:
     made.add_argument(
         "--old",
         required=True,
-        help="Git revision of the old configuration, or 'article' for the article's own chat "
-        "method (its empathetic system prompt, temperature 0.7, 128 tokens, no guards).",
+        help="Git revision of the old version (its code, prompts, heads and bank, run in a "
+        "temporary worktree), or 'article' for the article's own chat method (its empathetic "
+        "system prompt, temperature 0.7, 128 tokens, no guards).",
     )
     made.add_argument(
         "--new",

@@ -242,13 +242,19 @@ class Assistant:
         return self.replier.respond(text, history, role, sampling, framing)
 
     def prepare_bank(
-        self, role: str | None = None, progress: Callable[[int, int], None] | None = None
+        self,
+        role: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        prefixes: bool = True,
     ) -> None:
-        """Read the role's example bank into vectors and decode each group's prompt prefix,
-        once per model (both kept on disk under `settings.cache_dir`: later loads take
-        milliseconds). `respond` does this on first use; call it first to show
-        `progress(done, total)`. A role without a bank: nothing to do."""
-        self.bank_cache.prepare(role, progress)
+        """Read the role's example bank into vectors and, with `prefixes`, decode each group's
+        prompt prefix, once per model (both kept on disk under `settings.cache_dir`: later
+        loads take milliseconds). `respond` reads the vectors on first use and decodes a
+        group's prefix the first time the group is answered; call this first to show
+        `progress(done, total)`, or to have every group ready (a benchmark). A role without a
+        bank: nothing to do."""
+        self.bank_cache.prepare(role, progress, prefixes=prefixes)
 
     # -- kept conversations --------------------------------------------------------------
 

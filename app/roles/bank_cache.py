@@ -1,16 +1,26 @@
 """The example banks, made ready for replies once per model and kept on disk.
 
-Why: reading a bank's ~180 exchanges into vectors takes about a minute on 2 cores, and each of
-its groups' prompt prefixes (the turns shown for that group) a decode of its own. Both depend
-only on the model, the bank, the steering role's prompt and the layers read, so both are kept
-under `settings.cache_dir` and later loads take milliseconds (app/roles/bank.py says why the
-shots go by group). A reply then restores its group's prefix from disk instead of decoding it.
+Why: a reply's shots come from the bank's vectors (its ~180 exchanges read by the model) and
+start with their group's prompt prefix (the turns shown for that group, app/roles/bank.py says
+why by group). Both depend only on the model, the bank, the steering role's prompt and the
+layers read, so both are kept under `settings.cache_dir` and later loads take milliseconds.
+
+What a first run pays, and when: the vectors are needed by every message (the standardisation
+and the nearest exchanges span the whole bank), so they are read up front, several exchanges a
+llama.cpp call (the list path, bit-identical to reading them one by one: ~2.6x faster). A group's
+prefix is needed only by the messages of that group, so each is decoded the first time one of
+them is answered and kept on disk then (~1 s once, a few MB); decoding all 36 up front took
+most of the first chat's minute. Not in the background: the engine has one lock and a 16-entry
+prefix cache, so a background decode would hold up a request for a second and push out the
+prefixes live requests use (a client's tools block).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -22,13 +32,17 @@ from app.llm import Prompt
 from app.roles.bank import ExampleBank
 from app.roles.engine_like import EngineLike
 from app.roles.head import default_layers, features
-from app.roles.labelling import Labeller
+from app.roles.labelling import Labeller, windows
 from app.roles.prompting import PromptBuilder
 from app.roles.prompts import Role, RoleBook
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
+
+# Exchanges read per engine call: large enough to pack texts of close lengths together, small
+# enough that a progress bar moves a few times (182 exchanges: 4 calls).
+WINDOW = 56
 
 
 class BankCache:
@@ -47,26 +61,33 @@ class BankCache:
         self.settings = settings
         self.prompts = prompts
         self.labeller = labeller
-        self._ready: set[str] = set()  # text roles whose bank prepare has read
+        self._groups: dict[str, list[Prompt]] = {}  # text role -> its groups' prompts
+        self._group_files: set[Path] = set()  # where those prompts' prefixes are kept
+        self._keeping = threading.Lock()  # one writer of a prefix file at a time
 
-    def prepare(self, role: str | None = None, progress: Progress | None = None) -> None:
-        """Read the role's example bank into vectors and decode each group's prompt prefix,
-        once per model (a role without a bank: nothing to do). `progress(done, total)`."""
+    def prepare(
+        self, role: str | None = None, progress: Progress | None = None, *, prefixes: bool = False
+    ) -> None:
+        """Read the role's example bank into vectors, once per model (a role without a bank:
+        nothing to do). Each group's prompt prefix then comes on its first reply
+        (`offer_kept_prefix`); with `prefixes`, every one missing from disk is decoded now.
+        `progress(done, total)` is called only for work really done, never for a cache read."""
         chosen = self.roles.get(role or self.roles.defaults.chat)
         bank = self.roles.banks.get(chosen.name)
-        if bank is None or chosen.bank is None or chosen.name in self._ready:
+        if bank is None or chosen.bank is None:
             return
-        steering = self.labeller.label_role(self.roles.steering(chosen).name)
-        layers = self.layers(steering)
-        if not bank.indexed:
-            self._index(chosen, bank, steering, layers, progress)
-        # Each group's prompt prefix, decoded once per model and kept on disk.
-        groups = bank.groups(chosen.bank.k)
-        for done, shots in enumerate(groups, start=1):
-            self._keep_prefix(self.prompts.group_prompt(chosen, shots))
-            if progress:
-                progress(len(bank.exchanges) + done, len(bank.exchanges) + len(groups))
-        self._ready.add(chosen.name)
+        read = 0  # exchanges read now (progress of the prefixes counts on after them)
+        if chosen.name not in self._groups:
+            steering = self.labeller.label_role(self.roles.steering(chosen).name)
+            if not bank.indexed:
+                read = self._index(chosen, bank, steering, self.layers(steering), progress)
+            shown = bank.groups(chosen.bank.k)
+            groups = [self.prompts.group_prompt(chosen, shots) for shots in shown]
+            self._groups[chosen.name] = groups
+            self._group_files.update(map(self._prefix_file, groups))
+        if prefixes:
+            after = None if progress is None else _after(read, progress)
+            self._keep_all(self._groups[chosen.name], after)
 
     def layers(self, steering: Role) -> tuple[int, ...]:
         """The layers a message is compared by: the steering role's head's, when it is in use
@@ -76,13 +97,41 @@ class BankCache:
             return head.layers
         return default_layers(self.engine.n_layer)
 
+    def vectors(
+        self,
+        texts: Sequence[str],
+        steering: Role,
+        layers: tuple[int, ...],
+        progress: Progress | None = None,
+    ) -> np.ndarray:
+        """One row per text: the features of `steering`'s pooled states of `layers`, as the
+        mood step reads a message (`Labeller.judge`), several texts a call."""
+        head = self.labeller.head_for(steering)
+        prompts = [self.prompts.prompt_for(steering, text) for text in texts]
+        rows: list[np.ndarray] = []
+        if progress:
+            progress(0, len(prompts))
+        for window in windows(prompts, WINDOW):
+            if head is not None:  # as `judge`: the head's layers, the pass stopped after them
+                states = self.engine.read_states_many(window, head.layers)
+            else:
+                chosen = self.engine.choose_many(window, steering.labels, layers=layers)
+                states = [pooled for _, pooled in chosen]
+            rows += [features(pooled) for pooled in states]
+            if progress:
+                progress(len(rows), len(prompts))
+        return np.stack(rows)
+
     def offer_kept_prefix(self, prompt: Prompt) -> None:
-        """Give the engine `prompt`'s group prefix from disk, unless it holds it already."""
+        """Give the engine `prompt`'s group prefix, unless it holds it already: from disk, or,
+        the first time its group is answered with this model, decoded now and kept on disk."""
         if self.engine.holds_prefix(prompt):
             return
         kept = self._prefix_file(prompt)
         if kept.is_file():
             self.engine.offer_prefix_state(prompt, kept.read_bytes())
+        elif kept in self._group_files:  # not a prefix of the caller's own instructions
+            self._keep(prompt, kept)
 
     def _index(
         self,
@@ -91,40 +140,55 @@ class BankCache:
         steering: Role,
         layers: tuple[int, ...],
         progress: Progress | None,
-    ) -> None:
-        """The bank's vectors: `steering`'s pooled states of `layers` for each exchange's input,
-        read from the cache file when an earlier run wrote it."""
+    ) -> int:
+        """The bank's vectors, read from the cache file when an earlier run wrote it; returns
+        how many exchanges the model read now (0: from the cache)."""
         key = bank.cache_key(self.engine.model_name, steering.fingerprint(), layers)
         cache = self.settings.cache_dir / "banks" / f"{role.name}-{key}.npy"
+        read = 0
 
         def embed(texts: Sequence[str]) -> np.ndarray:
-            if not cache.is_file():
-                log.warning(
-                    "Reading the %s role's example bank (%d exchanges) once for %r: about a "
-                    "minute.",
-                    role.name,
-                    len(texts),
-                    self.engine.model_name,
-                )
-            rows = []
-            for done, text in enumerate(texts, start=1):
-                rows.append(features(self.labeller.judge(text, steering, layers=layers)[1]))
-                if progress:
-                    progress(done, len(texts))
-            return np.stack(rows)
+            nonlocal read
+            read = len(texts)
+            log.warning(
+                "Reading the %s role's example bank (%d exchanges) once for %r: a few seconds.",
+                role.name,
+                len(texts),
+                self.engine.model_name,
+            )
+            return self.vectors(texts, steering, layers, progress)
 
         bank.index(embed, cache)
+        return read
 
-    def _keep_prefix(self, prompt: Prompt) -> None:
-        """Decode a group's prompt prefix once per model and keep its KV state on disk."""
-        kept = self._prefix_file(prompt)
-        if not kept.is_file():
+    def _keep_all(self, groups: Sequence[Prompt], progress: Progress | None) -> None:
+        """Decode and keep every group prefix not on disk yet."""
+        missing = [(prompt, self._prefix_file(prompt)) for prompt in groups]
+        missing = [(prompt, kept) for prompt, kept in missing if not kept.is_file()]
+        for done, (prompt, kept) in enumerate(missing, start=1):
+            self._keep(prompt, kept)
+            if progress:
+                progress(done, len(missing))
+
+    def _keep(self, prompt: Prompt, kept: Path) -> None:
+        """Decode a group's prompt prefix (the engine then holds it) and keep its KV state on
+        disk, once: two replies of a new group at the same time write it once."""
+        with self._keeping:
+            if kept.is_file():
+                self.engine.offer_prefix_state(prompt, kept.read_bytes())
+                return
+            state = self.engine.prefix_state(prompt)
             kept.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_open(kept, "wb") as out:
-                out.write(self.engine.prefix_state(prompt))
+            with atomic_open(kept, "wb", suffix=f".{os.getpid()}.partial") as out:
+                out.write(state)
 
     def _prefix_file(self, prompt: Prompt) -> Path:
         """Where a prefix's KV state is kept: named by the model and the prefix's tokens."""
         tokens = ",".join(map(str, prompt.tokens[: prompt.prefix_len]))
         digest = hashlib.sha256(f"{self.engine.model_name}|{tokens}".encode()).hexdigest()[:24]
         return self.settings.cache_dir / "prefixes" / f"{digest}.kv"
+
+
+def _after(base: int, progress: Progress) -> Progress:
+    """`progress` counting on after `base` steps already reported (one bar for two stages)."""
+    return lambda done, total: progress(base + done, base + total)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from app.cli.progress import follow, progress_bar
+from app.cli.progress import bar_when_moving
 from app.config import Settings
 from app.errors import AllInOneError
 
@@ -88,7 +88,8 @@ def load_assistant(settings: dict[str, Any]) -> Assistant:
 
 
 def prepare_bank(assistant: Assistant) -> None:
-    """Read the chat role's example bank before the first message, with a progress bar (once
-    per model: later runs load the cached vectors at once)."""
-    with progress_bar(unit="exchange", desc="example bank") as bar:
-        assistant.prepare_bank(progress=follow(bar))
+    """Read the chat role's example bank before the first message (once per model: later runs
+    load the cached vectors at once), with a bar only while the model reads it. Its groups'
+    prompt prefixes come each with its group's first reply."""
+    with bar_when_moving(unit="exchange", desc="example bank") as progress:
+        assistant.prepare_bank(progress=progress, prefixes=False)

@@ -8,7 +8,8 @@ adapters here turn each kind of callback into moves of a bar.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -56,3 +57,24 @@ def follow_steps(bar: tqdm) -> Callable[[str, int], None]:
         bar.update(amount)
 
     return progress
+
+
+@contextmanager
+def bar_when_moving(*, unit: str, desc: str) -> Iterator[Callable[[int, int], None]]:
+    """A `progress(done, total)` callback whose bar is made at its first call: work that turns
+    out to be done already (a cache read) draws nothing, and the line a job logs to explain
+    its work, before it starts, comes above the bar instead of under an empty one."""
+    bar: tqdm | None = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = progress_bar(unit=unit, desc=desc, total=total)
+        bar.total = total
+        bar.update(done - bar.n)
+
+    try:
+        yield progress
+    finally:
+        if bar is not None:
+            bar.close()

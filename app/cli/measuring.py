@@ -175,47 +175,108 @@ def bench(
     click.echo("Wrote " + ", ".join(str(path) for path in written), err=True)
 
 
+DEFAULT_CHAT_MESSAGES = (
+    Path(__file__).resolve().parents[2] / "tests" / "data" / "chat_messages.jsonl"
+)
+
+
 @click.command(name="eval-chat")
 @click.argument("messages", type=click.Path(path_type=Path), required=False)
 @click.option(
     "--limit", type=click.IntRange(1), help="Use only the first N messages. [default: all]"
 )
 @click.option(
+    "--samples",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Replies per message, sampled at the chat role's own temperature with the seeds "
+    "SEED, SEED+1, ... (SEED: --seed, else 7); every reply is checked.",
+)
+@click.option(
+    "--rescore",
+    type=click.Path(path_type=Path),
+    help="Count the replies an earlier run saved in this results.json again with today's "
+    "checks; loads no model (MESSAGES, if given, supplies moods an older file lacks; --prompts "
+    "gives the examples a reply must not copy). [default: off: answer MESSAGES]",
+)
+@click.option(
     "--out",
     "out_dir",
     type=click.Path(path_type=Path),
-    help="Folder for report.md and results.json. [default: reports/eval-chat]",
+    help="Folder for report.md and results.json. [default: reports/eval-chat; with --rescore: "
+    "none, only the table is printed]",
 )
 @common.settings_options
 @common.handle_errors
 def eval_chat(
-    messages: Path | None, limit: int | None, out_dir: Path | None, **settings: Any
+    messages: Path | None,
+    limit: int | None,
+    samples: int,
+    rescore: Path | None,
+    out_dir: Path | None,
+    **settings: Any,
 ) -> None:
-    """Chat-quality proxies over everyday MESSAGES (.jsonl with text, kind, mood).
+    """Chat-quality checks over everyday MESSAGES (.jsonl: text, kind, mood, optional history).
 
-    [default MESSAGES: tests/data/chat_messages.jsonl]
+    [default MESSAGES: tests/data/chat_messages.jsonl]. Prints the table (each check's share
+    and its failing replies) and writes report.md and results.json (every reply with its
+    message, kind, mood and history, for a later --rescore).
     """
     from app.measure import chat_quality
 
-    path = (
-        messages or Path(__file__).resolve().parents[2] / "tests" / "data" / "chat_messages.jsonl"
-    )
+    if rescore:
+        _rescore_chat(rescore, messages, limit, samples, out_dir, settings)
+        return
+    path = messages or DEFAULT_CHAT_MESSAGES
     items = chat_quality.load_messages(path, limit)
     assistant = common.load_assistant(settings)
     common.prepare_bank(assistant)
-    with progress_bar(total=len(items), unit="msg") as bar:
-        replies = chat_quality.collect(assistant, items, progress=bar.update)
-    summary = chat_quality.summarise(replies, chat_quality.example_texts(assistant))
+    seed = assistant.settings.seed if assistant.settings.seed is not None else 7
+    with progress_bar(total=len(items) * samples, unit="reply") as bar:
+        replies = chat_quality.collect(
+            assistant, items, seed=seed, progress=bar.update, samples=samples
+        )
+    summary = chat_quality.summarise(replies, chat_quality.example_texts(assistant.roles))
     click.echo(chat_quality.table(summary))
     folder = out_dir or Path("reports") / "eval-chat"
-    _write_chat_report(folder, path, summary, replies)
+    command = f"allinone eval-chat {path} --samples {samples} --seed {seed}"
+    _write_chat_report(folder, command, summary, replies)
     click.echo(f"Wrote {folder / 'report.md'}, {folder / 'results.json'}", err=True)
 
 
-def _write_chat_report(
-    folder: Path, messages: Path, summary: dict[str, float], replies: list[Reply]
+def _rescore_chat(
+    saved: Path,
+    messages: Path | None,
+    limit: int | None,
+    samples: int,
+    out_dir: Path | None,
+    settings: dict[str, Any],
 ) -> None:
-    """report.md (the table and every reply) and results.json (the same, for a program)."""
+    """The table of an earlier run's replies, counted with today's checks, without a model."""
+    from app.config import load_settings
+    from app.measure import chat_quality
+    from app.roles.prompts import load_roles
+
+    if limit or samples != 1:
+        raise InputError(
+            "--limit and --samples shape a new run; --rescore counts every saved reply."
+        )
+    labels = chat_quality.load_messages(messages) if messages else []
+    replies = chat_quality.load_replies(saved, labels)
+    roles = load_roles(load_settings(**settings).prompts, heads=False)
+    summary = chat_quality.summarise(replies, chat_quality.example_texts(roles))
+    click.echo(chat_quality.table(summary))
+    if out_dir:
+        _write_chat_report(out_dir, f"allinone eval-chat --rescore {saved}", summary, replies)
+        click.echo(f"Wrote {out_dir / 'report.md'}, {out_dir / 'results.json'}", err=True)
+
+
+def _write_chat_report(
+    folder: Path, command: str, summary: dict[str, float], replies: list[Reply]
+) -> None:
+    """report.md (the table and every reply) and results.json (the same, for a program and for
+    a later --rescore)."""
     from app.measure import chat_quality
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -223,7 +284,7 @@ def _write_chat_report(
         f"- [{r.message.kind}] {r.message.text} -> ({r.detected}) {r.text}" for r in replies
     )
     (folder / "report.md").write_text(
-        f"# Chat quality proxies\n\n`allinone eval-chat {messages}`\n\n"
+        f"# Chat quality checks\n\n`{command}`\n\n"
         f"{chat_quality.table(summary)}\n\n"
         f"## Replies\n\n{samples}\n",
         encoding="utf-8",
@@ -231,17 +292,9 @@ def _write_chat_report(
     (folder / "results.json").write_text(
         json.dumps(
             {
+                "command": command,
                 "summary": summary,
-                "replies": [
-                    {
-                        "text": r.message.text,
-                        "kind": r.message.kind,
-                        "detected": r.detected,
-                        "reply": r.text,
-                        "judged": r.judged,
-                    }
-                    for r in replies
-                ],
+                "replies": [chat_quality.record(r) for r in replies],
             },
             ensure_ascii=False,
             indent=1,

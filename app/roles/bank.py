@@ -8,16 +8,17 @@ project, each with its topic and mood, lets each message see the exchanges close
 "Closest" costs no extra model run: the mood step already decodes the message with the steering
 role and copies middle-layer hidden states for its head (app/llm/hidden.py). Those states, pooled
 as the head's features, are the message's vector. The bank's inputs are read the same way once
-per model (about 20 s on 2 cores for ~180 exchanges), and the vectors are kept in a cache file
-keyed by model, bank, prompt and layers. Vectors are standardised by the bank's own mean and
+per model (several a llama.cpp call, app/roles/bank_cache.py), and the vectors are kept in a
+cache file keyed by model, bank, prompt and layers. Vectors are standardised by the bank's own mean and
 spread and compared by cosine. Only exchanges of the verdict's mood, or of no mood the steering
 role knows (e.g. 中性 questions), are candidates: a sad message is never shown a celebration.
 
 What it costs: shown turns must be decoded before the reply (~75 tokens each, ~0.3 s each on 2
 cores). So the shots are chosen per group (topic x mood), not per message: the nearest
 exchanges vote for a group, and the group's most typical exchanges are shown. Each group's
-prompt prefix is then always the same, so it is decoded once per model (with the vectors) and
-its KV state kept on disk (a few MB a group); a reply restores it in milliseconds.
+prompt prefix is then always the same, so it is decoded once per model (the first time the
+group is answered) and its KV state kept on disk (a few MB a group); later replies restore it
+in milliseconds.
 """
 
 from __future__ import annotations

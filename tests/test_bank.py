@@ -77,6 +77,25 @@ def test_a_broken_cache_is_computed_again(tmp_path):
     assert bank.indexed and np.load(cache).shape == (1, 2)
 
 
+def test_shipped_vectors_are_used_when_no_cache_is_there_and_never_written(tmp_path):
+    exchanges = [Exchange(mood="负面", input=f"消息{i}", output="好") for i in range(3)]
+    cache, shipped = tmp_path / "cache" / "x.npy", tmp_path / "shipped.npy"
+    np.save(shipped, np.eye(3, dtype=np.float32))
+    calls = []
+    bank = ExampleBank(BANK, exchanges, "d")
+    bank.index(lambda texts: calls.append(texts) or np.ones((3, 3)), cache, shipped)
+    assert bank.indexed and calls == [] and not cache.exists()
+
+
+def test_shipped_vectors_of_another_bank_are_passed_over(tmp_path):
+    exchanges = [Exchange(mood="负面", input=f"消息{i}", output="好") for i in range(3)]
+    cache, shipped = tmp_path / "cache" / "x.npy", tmp_path / "shipped.npy"
+    np.save(shipped, np.eye(2, dtype=np.float32))  # two rows: not these three exchanges
+    bank = ExampleBank(BANK, exchanges, "d")
+    bank.index(lambda texts: np.eye(3, dtype=np.float32), cache, shipped)
+    assert np.load(cache).shape == (3, 3) and np.load(shipped).shape == (2, 2)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

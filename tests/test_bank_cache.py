@@ -15,7 +15,7 @@ from app.roles.assistant import Assistant
 from app.roles.bank import ExampleBank
 from app.roles.head import features
 from app.roles.prompts import load_roles
-from tests.conftest import ROOT, FakeEngine, run_cli
+from tests.conftest import ROOT, FakeEngine, copy_prompts, run_cli
 
 MESSAGE = "今天又被老板骂了。"
 
@@ -143,33 +143,57 @@ def test_the_prefixes_bar_counts_on_after_the_exchanges(tmp_path):
     assert [done for done, _ in seen] == sorted(done for done, _ in seen)
 
 
+def test_vectors_shipped_for_the_loaded_model_are_read_instead_of_the_bank(tmp_path):
+    engine = CountingEngine()
+    roles = load_roles(copy_prompts(tmp_path / "shipped"))  # a bank folder this test may write
+    settings = load_settings(cache_dir=tmp_path / "cache")
+    assistant = Assistant(engine, roles.model_copy(update={"heads": {}}), settings)
+    role = assistant.roles.chat
+    bank = assistant.roles.banks[role.name]
+    steering = assistant.labeller.label_role(assistant.roles.steering(role).name)
+    _, shipped = assistant.bank_cache.vector_files(
+        role, bank, steering, assistant.bank_cache.layers(steering)
+    )
+    shipped.parent.mkdir(exist_ok=True)
+    np.save(shipped, np.eye(len(bank.exchanges), 8, dtype=np.float32))
+    moves: list[tuple[int, int]] = []
+    assistant.prepare_bank(progress=lambda *move: moves.append(move), prefixes=False)
+    assert bank.indexed and moves == [] and engine.calls == []
+    assert not (tmp_path / "cache" / "banks").exists()
+
+
 # -- the real model ----------------------------------------------------------------------
 
 
 @pytest.mark.model
-def test_vectors_read_several_a_call_pick_the_shots_read_one_by_one_pick(assistant):
-    """The lazy first run reads the bank with the list path; the shots must be the ones the
-    eager one-text-a-call reading gives, for every message of the chat set and every mood."""
+def test_shipped_and_batched_vectors_pick_the_shots_reading_one_by_one_picks(assistant):
+    """A first run takes the vectors shipped for this model, or reads the bank with the list
+    path; either way the shots must be the ones the eager one-text-a-call reading gives, for
+    every message of the chat set and every mood. The shipped file must match today's key."""
     role = assistant.roles.chat
     bank = assistant.roles.banks[role.name]
     steering = assistant.labeller.label_role(assistant.roles.steering(role).name)
     layers = assistant.bank_cache.layers(steering)
+    _, shipped = assistant.bank_cache.vector_files(role, bank, steering, layers)
+    assert shipped.is_file(), "stale or missing: run python scripts/ship_bank_vectors.py"
     texts = [exchange.input for exchange in bank.exchanges]
     together = assistant.bank_cache.vectors(texts, steering, layers)
     alone = np.stack(
         [features(assistant.labeller.judge(t, steering, layers=layers)[1]) for t in texts]
     )
     assert np.array_equal(together, alone)
-    lazy, eager = (ExampleBank(bank.path, bank.exchanges, bank.digest) for _ in range(2))
-    lazy.index(lambda _: together)
+    assert np.allclose(np.load(shipped), alone, rtol=0, atol=1e-4)
+    eager, *others = (ExampleBank(bank.path, bank.exchanges, bank.digest) for _ in range(3))
     eager.index(lambda _: alone)
+    others[0].index(lambda _: together)
+    others[1].index(lambda _: pytest.fail("the shipped file was not read"), None, shipped)
     lines = (ROOT / "tests" / "data" / "chat_messages.jsonl").read_text("utf-8").splitlines()
     for message in [json.loads(line)["text"] for line in lines]:
-        verdict, states = assistant.labeller.judge(message, steering, layers=layers)
-        for mood in (verdict.label, None, *steering.labels):
-            found = features(states)
-            shots = lazy.shots(found, role.bank.k, mood, steering.labels)
-            assert shots == eager.shots(found, role.bank.k, mood, steering.labels), message
+        found = features(assistant.labeller.judge(message, steering, layers=layers)[1])
+        for mood in (None, *steering.labels):
+            shots = eager.shots(found, role.bank.k, mood, steering.labels)
+            for other in others:
+                assert other.shots(found, role.bank.k, mood, steering.labels) == shots, message
 
 
 @pytest.mark.model
@@ -180,7 +204,8 @@ def test_a_fresh_first_chat_answers_and_keeps_only_its_group_prefix(tmp_path, mo
     assert result.returncode == 0, result.stderr
     badge, reply = result.stdout.strip().splitlines()[:2]
     assert badge.startswith("[情感: ") and reply.strip()
-    assert "Reading the assistant role's example bank" in result.stderr
     assert "Traceback" not in result.stderr
-    assert len(list((cache / "banks").glob("*.npy"))) == 1
+    # The vectors shipped for this model: nothing read, nothing written but the one prefix.
+    assert "Reading" not in result.stderr
+    assert not (cache / "banks").exists()
     assert len(kept(cache)) == 1

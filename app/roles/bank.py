@@ -8,10 +8,11 @@ project, each with its topic and mood, lets each message see the exchanges close
 "Closest" costs no extra model run: the mood step already decodes the message with the steering
 role and copies middle-layer hidden states for its head (app/llm/hidden.py). Those states, pooled
 as the head's features, are the message's vector. The bank's inputs are read the same way once
-per model (several a llama.cpp call, app/roles/bank_cache.py), and the vectors are kept in a
-cache file keyed by model, bank, prompt and layers. Vectors are standardised by the bank's own mean and
-spread and compared by cosine. Only exchanges of the verdict's mood, or of no mood the steering
-role knows (e.g. 中性 questions), are candidates: a sad message is never shown a celebration.
+per model (app/roles/bank_cache.py; for the catalog's model they ship in banks/vectors/), and
+the vectors are kept in a cache file keyed by model, bank, prompt and layers. Vectors are
+standardised by the bank's own mean and spread and compared by cosine. Only exchanges of the
+verdict's mood, or of no mood the steering role knows (e.g. 中性 questions), are candidates: a
+sad message is never shown a celebration.
 
 What it costs: shown turns must be decoded before the reply (~75 tokens each, ~0.3 s each on 2
 cores). So the shots are chosen per group (topic x mood), not per message: the nearest
@@ -69,17 +70,16 @@ class ExampleBank:
         self,
         embed: Callable[[Sequence[str]], np.ndarray],
         cache: Path | None = None,
+        shipped: Path | None = None,
     ) -> None:
         """Read every exchange's input into a vector with `embed` (rows of features), or load
-        them from `cache` when a previous run wrote it for the same key."""
-        if cache is not None and cache.is_file():
-            try:
-                raw = np.load(cache)
-                if raw.shape[0] == len(self.exchanges):
-                    self._set(raw)
-                    return
-            except (OSError, ValueError):
-                pass  # unreadable cache: compute again and overwrite it
+        them from `cache` when a previous run wrote it for the same key, or from `shipped`
+        (read only: the vectors made for a catalog model, shipped beside the bank)."""
+        for kept in (cache, shipped):
+            raw = _load(kept, len(self.exchanges)) if kept is not None else None
+            if raw is not None:
+                self._set(raw)
+                return
         raw = np.asarray(embed([exchange.input for exchange in self.exchanges]), dtype=np.float32)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -162,6 +162,15 @@ def load_bank(path: Path, where: str) -> ExampleBank:
             )
             raise PromptsError(f"{where}: {path}: exchange {number}: {problems}.") from None
     return ExampleBank(path, exchanges, hashlib.sha256(data).hexdigest()[:16])
+
+
+def _load(path: Path, rows: int) -> np.ndarray | None:
+    """Vectors kept in `path`, or None when it is missing, unreadable or of another bank."""
+    try:
+        raw = np.load(path) if path.is_file() else None
+    except (OSError, ValueError):
+        return None  # unreadable cache: compute again and overwrite it
+    return raw if raw is not None and raw.shape[0] == rows else None
 
 
 def _group(exchange: Exchange) -> tuple[str, str]:

@@ -6,13 +6,15 @@ why by group). Both depend only on the model, the bank, the steering role's prom
 layers read, so both are kept under `settings.cache_dir` and later loads take milliseconds.
 
 What a first run pays, and when: the vectors are needed by every message (the standardisation
-and the nearest exchanges span the whole bank), so they are read up front, several exchanges a
-llama.cpp call (the list path, bit-identical to reading them one by one: ~2.6x faster). A group's
-prefix is needed only by the messages of that group, so each is decoded the first time one of
-them is answered and kept on disk then (~1 s once, a few MB); decoding all 36 up front took
-most of the first chat's minute. Not in the background: the engine has one lock and a 16-entry
-prefix cache, so a background decode would hold up a request for a second and push out the
-prefixes live requests use (a client's tools block).
+and the nearest exchanges span the whole bank), so they come first. For the catalog's model
+they ship beside the bank (banks/vectors/, 1.3 MB), used only when their key matches exactly;
+any other model reads the bank once, several exchanges a llama.cpp call (the list path,
+bit-identical to one at a time: ~16 s instead of ~24 s on 2 cores, still too long for a first
+chat's 15 s). A group's prefix is needed only by the messages of that group, so each is decoded
+the first time one of them is answered and kept on disk then (~1-3 s once, a few MB); decoding
+all 36 up front took most of the first chat's minute. Not in the background: the engine has one
+lock and a 16-entry prefix cache, so a background decode would hold up a request for a second
+and push out the prefixes live requests use (a client's tools block).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -133,6 +136,20 @@ class BankCache:
         elif kept in self._group_files:  # not a prefix of the caller's own instructions
             self._keep(prompt, kept)
 
+    def vector_files(
+        self, role: Role, bank: ExampleBank, steering: Role, layers: tuple[int, ...]
+    ) -> tuple[Path, Path]:
+        """Where the bank's vectors for the loaded model are kept: the user's cache file, and
+        the file shipped beside the bank (scripts/ship_bank_vectors.py makes it for the
+        catalog's model; named by the same key, so a change to the bank, the steering role's
+        prompt or head, or the model leaves it unused)."""
+        key = bank.cache_key(self.engine.model_name, steering.fingerprint(), layers)
+        model = re.sub(r"[^a-z0-9.]+", "-", self.engine.model_name.lower()).strip("-")
+        return (
+            self.settings.cache_dir / "banks" / f"{role.name}-{key}.npy",
+            bank.path.parent / "vectors" / f"{bank.path.stem}-{model}-{key}.npy",
+        )
+
     def _index(
         self,
         role: Role,
@@ -141,24 +158,24 @@ class BankCache:
         layers: tuple[int, ...],
         progress: Progress | None,
     ) -> int:
-        """The bank's vectors, read from the cache file when an earlier run wrote it; returns
-        how many exchanges the model read now (0: from the cache)."""
-        key = bank.cache_key(self.engine.model_name, steering.fingerprint(), layers)
-        cache = self.settings.cache_dir / "banks" / f"{role.name}-{key}.npy"
+        """The bank's vectors, from the cache file or the shipped one when there is one for
+        this key; returns how many exchanges the model read now (0: none)."""
+        cache, shipped = self.vector_files(role, bank, steering, layers)
         read = 0
 
         def embed(texts: Sequence[str]) -> np.ndarray:
             nonlocal read
             read = len(texts)
             log.warning(
-                "Reading the %s role's example bank (%d exchanges) once for %r: a few seconds.",
+                "Reading the %s role's example bank (%d exchanges) once for %r: about 15 s on "
+                "2 cores.",
                 role.name,
                 len(texts),
                 self.engine.model_name,
             )
             return self.vectors(texts, steering, layers, progress)
 
-        bank.index(embed, cache)
+        bank.index(embed, cache, shipped)
         return read
 
     def _keep_all(self, groups: Sequence[Prompt], progress: Progress | None) -> None:

@@ -8,7 +8,7 @@ project, each with its topic and mood, lets each message see the exchanges close
 "Closest" costs no extra model run: the mood step already decodes the message with the steering
 role and copies middle-layer hidden states for its head (app/llm/hidden.py). Those states, pooled
 as the head's features, are the message's vector. The bank's inputs are read the same way once
-per model (app/roles/bank_cache.py; for the catalog's model they ship in banks/vectors/), and
+per model (app/roles/bank_cache.py; for Qwen2.5-Coder-0.5B they ship in banks/vectors/), and
 the vectors are kept in a cache file keyed by model, bank, prompt and layers. Vectors are
 standardised by the bank's own mean and spread and compared by cosine. Only exchanges of the
 verdict's mood, or of no mood the steering role knows (e.g. 中性 questions), are candidates: a

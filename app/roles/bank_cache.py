@@ -6,7 +6,7 @@ why by group). Both depend only on the model, the bank, the steering role's prom
 layers read, so both are kept under `settings.cache_dir` and later loads take milliseconds.
 
 What a first run pays, and when: the vectors are needed by every message (the standardisation
-and the nearest exchanges span the whole bank), so they come first. For the catalog's model
+and the nearest exchanges span the whole bank), so they come first. For Qwen2.5-Coder-0.5B
 they ship beside the bank (banks/vectors/, 1.3 MB), used only when their key matches exactly;
 any other model reads the bank once, several exchanges a llama.cpp call (the list path,
 bit-identical to one at a time: ~16 s instead of ~24 s on 2 cores, still too long for a first
@@ -140,8 +140,8 @@ class BankCache:
         self, role: Role, bank: ExampleBank, steering: Role, layers: tuple[int, ...]
     ) -> tuple[Path, Path]:
         """Where the bank's vectors for the loaded model are kept: the user's cache file, and
-        the file shipped beside the bank (scripts/ship_bank_vectors.py makes it for the
-        catalog's model; named by the same key, so a change to the bank, the steering role's
+        the file shipped beside the bank (scripts/ship_bank_vectors.py makes it for the model
+        the tests run on; named by the same key, so a change to the bank, the steering role's
         prompt or head, or the model leaves it unused)."""
         key = bank.cache_key(self.engine.model_name, steering.fingerprint(), layers)
         model = re.sub(r"[^a-z0-9.]+", "-", self.engine.model_name.lower()).strip("-")

@@ -10,8 +10,9 @@
 `make` answers every message of the rating set (tests/data/rating_messages.jsonl) twice, with
 the same seed per message: `--old` is a git revision as it shipped (its code, prompts.yaml,
 heads/ and banks/, run in a temporary worktree) or `article` (the article's own chat method),
-`--new` the working code under a prompts file (default: the working prompts.yaml). It writes the pairs with the two replies in a random order
-(pairs.jsonl) and, apart, which side is which (key.json): whoever rates sees only the pairs.
+`--new` the working code under a prompts file (default: the working prompts.yaml). It writes
+the pairs with the two replies in a random order (pairs.jsonl) and, apart, which side is which
+(key.json): whoever rates sees only the pairs.
 `rate` shows each unrated pair and records four 1-5 scores per reply (RUBRIC below);
 `report` joins ratings and key and prints the means.
 

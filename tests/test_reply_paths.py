@@ -13,20 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.server.app import create_app
+from tests.test_openai_api import WEATHER
 
 MOTHER = "我妈住院了，我在外地回不去。"
-WEATHER = {
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "查询一个城市今天的天气",
-        "parameters": {
-            "type": "object",
-            "properties": {"city": {"type": "string"}},
-            "required": ["city"],
-        },
-    },
-}
 NEGATIVE = [0.1, 0.9]  # the mood step's probabilities for [正面, 负面]
 
 

@@ -8,6 +8,7 @@ import pytest
 
 from app.errors import InputTooLong
 from app.roles.assistant import Assistant, Turn
+from app.roles.bank import Exchange
 
 SAD, GLAD = [0.1, 0.9], [0.95, 0.05]  # the mood step's 正面 / 负面 probabilities
 
@@ -54,8 +55,16 @@ def test_truncation_auto_drops_old_turns_and_disabled_refuses(fake_assistant, fa
         fake_assistant.reply("还记得吗？", history, truncation="disabled")
 
 
-def test_a_conversation_keeps_its_openings_start_and_notes_a_new_mood(fake_assistant, fake_engine):
+def test_a_conversation_keeps_its_openings_start_and_notes_a_new_mood(
+    fake_assistant, fake_engine, monkeypatch
+):
     role = fake_assistant.roles.chat
+    bank = fake_assistant.roles.banks[role.name]
+
+    def shots(features, k, mood, known):  # the bank agrees with every verdict
+        return [Exchange(topic="daily", mood=mood or "正面", input="嗯", output="好")]
+
+    monkeypatch.setattr(bank, "shots", shots)
     fake_engine.enqueue_choice(SAD)
     fake_assistant.respond("今天又被老板骂了。")[1].text()
     first = list(fake_engine.last_prompt.tokens)

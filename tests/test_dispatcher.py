@@ -4,6 +4,7 @@ import pytest
 
 from app.errors import InputError, InputTooLong, UnknownRole
 from app.roles.assistant import Turn, Verdict
+from app.roles.bank import Exchange
 
 
 def test_sentiment_picks_the_most_likely_label(fake_assistant, fake_engine):
@@ -26,7 +27,10 @@ def test_respond_uses_the_verdict_to_pick_the_reply_tone(fake_assistant, fake_en
     assert messages[-1] == {"role": "user", "content": "今天又被老板骂了。"}
 
 
-def test_positive_message_gets_the_positive_tone(fake_assistant, fake_engine):
+def test_positive_message_gets_the_positive_tone(fake_assistant, fake_engine, monkeypatch):
+    bank = fake_assistant.roles.banks[fake_assistant.roles.chat.name]
+    good = Exchange(topic="good_news", mood="正面", input="考过了", output="真为你高兴")
+    monkeypatch.setattr(bank, "shots", lambda *_: [good])  # the bank agrees: a good-news group
     fake_engine.enqueue_choice([0.95, 0.05])
     _, stream = fake_assistant.respond("我升职了！")
     list(stream)

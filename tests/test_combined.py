@@ -2,6 +2,8 @@
 
 import pytest
 
+from app.roles.replying import reply_settings
+
 pytestmark = pytest.mark.model
 
 
@@ -27,7 +29,7 @@ def test_tone_follows_the_verdict(assistant):
     role = assistant.roles.chat
     prompts = assistant.prompt_builder
     prefix = prompts.prefix_messages(role, "负面")
-    sampling, _, _ = assistant.replier.sampling(role, {})
+    sampling, _, _ = reply_settings(role, {}, assistant.settings.seed)
     prompt = prompts.fit_history(role, prefix, 1, "今天又被老板骂了。", [], sampling)
     text = engine.llm.detokenize(prompt.tokens, special=True).decode("utf-8")
     negative, positive = role.tones["负面"].instruction, role.tones["正面"].instruction

@@ -10,8 +10,9 @@ from pathlib import Path
 from llama_cpp import Llama
 
 from app.errors import ModelLoadError, ModelNotFound
-from app.llm import native_log
 from app.llm.native import load_params
+from app.llm.native_log import errors_logged
+from app.llm.native_log import install as install_llama_log
 
 
 def load_model(
@@ -25,9 +26,9 @@ def load_model(
     verbose: bool,
 ) -> Llama:
     """The model, mmapped, with one context of `n_ctx` cells and the eval callback installed."""
-    native_log.install(show=verbose)
+    install_llama_log(show=verbose)
     check_gguf_file(path)
-    with native_log.errors_logged() as logged:
+    with errors_logged() as logged:
         try:
             with load_params(extra_buffers=extra_buffers, eval_callback=eval_callback):
                 return Llama(
@@ -50,9 +51,9 @@ def load_model(
 def read_model_name(path: Path, *, verbose: bool = False) -> str:
     """The name a loaded model will have (heads are keyed by it), reading only the vocabulary
     and metadata, not the weights."""
-    native_log.install(show=verbose)
+    install_llama_log(show=verbose)
     check_gguf_file(path)
-    with native_log.errors_logged() as logged:
+    with errors_logged() as logged:
         try:
             llm = Llama(model_path=str(path), vocab_only=True, verbose=verbose)
         except (ValueError, RuntimeError, OSError) as error:

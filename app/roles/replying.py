@@ -161,7 +161,7 @@ class Replier:
         `history`, and the guards against copying and the tone's words. The system prompt
         carries `prefix_tone` (default: `tone`); `notes` go before the turns they index."""
         _require_text_role(role)
-        settings, no_copy, drafts = self.sampling(role, sampling)
+        settings, no_copy, drafts = reply_settings(role, sampling, self.settings.seed)
         text = require_text(text)
         prefix_tone = tone if prefix_tone is None else prefix_tone
         while True:  # a small context (the Pi profile) drops retrieved turns before failing
@@ -265,37 +265,14 @@ class Replier:
             system += "\n\n" + json_format.instruction()
         given = {key: value for key, value in sampling.items() if value is not None}
         defaults = {"stop": (), "max_tokens": PLAIN_MAX_TOKENS, "repeat_penalty": 1.0}
-        settings, _, _ = self.sampling(role, {**defaults, **given})
+        settings, _, _ = reply_settings(role, {**defaults, **given}, self.settings.seed)
         grammar = json_format.grammar if json_format is not None else ""
         settings = replace(settings, max_sentences=0, grammar=grammar)
         start = CALL_OPEN if forced else ""
-        prompt = self._tools_prompt(role, system, text, history, tools, settings, framing, start)
-        return self.engine.stream(prompt, settings, reply_start=start)
-
-    def _tools_prompt(
-        self,
-        role: Role,
-        system: str,
-        text: str,
-        history: Sequence[Turn],
-        tools: Sequence[Tool],
-        settings: Sampling,
-        framing: Framing,
-        start: str = "",
-    ) -> Prompt:
-        """The system turn with the tools block (the template puts it there, so it is part of
-        the cached prefix: decoded once per tools block), then the history and the message."""
-        return self.prompts.fit_history(
-            role,
-            [{"role": "system", "content": system}],
-            1,
-            require_text(text),
-            list(history),
-            settings,
-            tools=[tool.spec() for tool in tools],
-            reply_start=start,
-            truncation=framing.truncation,
+        prompt = tools_prompt(
+            self.prompts, role, system, text, history, tools, settings, framing, start
         )
+        return self.engine.stream(prompt, settings, reply_start=start)
 
     def _call_or_prose(
         self,
@@ -327,9 +304,9 @@ class Replier:
             log.info("tools request: %s", reply.note)
             return verdict, reply
         defaults = {"stop": (), "max_tokens": PLAIN_MAX_TOKENS, "repeat_penalty": 1.0}
-        settings, _, _ = self.sampling(role, defaults)
+        settings, _, _ = reply_settings(role, defaults, self.settings.seed)
         system = framing.system(role.system_prompt(None))
-        prompt = self._tools_prompt(role, system, text, history, tools, settings, framing)
+        prompt = tools_prompt(self.prompts, role, system, text, history, tools, settings, framing)
         chance, cached = self.engine.opening_probability(prompt, CALL_OPENINGS)
         verdict = None
         if chance >= CALL_CHANCE:
@@ -355,32 +332,60 @@ class Replier:
             return self.respond(text, history, role.name, sampling, framing)
         return None, self.toned(role, text, history, None, 1.0, (), sampling, framing)
 
-    def sampling(self, role: Role, overrides: dict[str, object]) -> tuple[Sampling, int, Drafts]:
-        """The role's generation settings with the caller's overrides, its `no_copy` and its
-        drafts (settings of the reply, not of one sampler)."""
-        settings = role.generation.model_dump()
-        unknown = set(overrides) - set(settings) - CALLER_OPTIONS
-        if unknown:
-            raise InputError(f"Unknown sampling option(s): {', '.join(sorted(unknown))}.")
-        settings.update({key: value for key, value in overrides.items() if value is not None})
-        if settings.get("seed") is None:  # no seed given: a fresh one per reply
-            settings["seed"] = (
-                self.settings.seed if self.settings.seed is not None else time.time_ns() % 2**31
-            )
-        settings["stop"] = tuple(settings.get("stop") or ())
-        no_copy = int(settings.pop("no_copy"))  # type: ignore[call-overload]
-        drafts = Drafts(
-            int(settings.pop("candidates")),  # type: ignore[call-overload]
-            float(settings.pop("draft_temperature")),  # type: ignore[arg-type]
-        )
-        if drafts.candidates > 1 and not role.judged_by:  # else the drafts would be ignored
-            raise InputError(
-                f"candidates={drafts.candidates} needs a judge, and role {role.name!r} has none: "
-                "add 'judged_by: ROLE' to it in prompts.yaml, or ask for 1 candidate."
-            )
-        return Sampling(**settings), no_copy, drafts  # type: ignore[arg-type]
-
 
 def _require_text_role(role: Role) -> None:
     if role.is_classifier:
         raise InputError(f"Role {role.name!r} answers with labels; use classify() for it.")
+
+
+def reply_settings(
+    role: Role, overrides: dict[str, object], seed: int | None
+) -> tuple[Sampling, int, Drafts]:
+    """The role's generation settings with the caller's overrides, its `no_copy` and its
+    drafts (settings of the reply, not of one sampler); `seed` when the caller gave none (and
+    None: a fresh one per reply)."""
+    settings = role.generation.model_dump()
+    unknown = set(overrides) - set(settings) - CALLER_OPTIONS
+    if unknown:
+        raise InputError(f"Unknown sampling option(s): {', '.join(sorted(unknown))}.")
+    settings.update({key: value for key, value in overrides.items() if value is not None})
+    if settings.get("seed") is None:  # no seed given: a fresh one per reply
+        settings["seed"] = seed if seed is not None else time.time_ns() % 2**31
+    settings["stop"] = tuple(settings.get("stop") or ())
+    no_copy = int(settings.pop("no_copy"))  # type: ignore[call-overload]
+    drafts = Drafts(
+        int(settings.pop("candidates")),  # type: ignore[call-overload]
+        float(settings.pop("draft_temperature")),  # type: ignore[arg-type]
+    )
+    if drafts.candidates > 1 and not role.judged_by:  # else the drafts would be ignored
+        raise InputError(
+            f"candidates={drafts.candidates} needs a judge, and role {role.name!r} has none: "
+            "add 'judged_by: ROLE' to it in prompts.yaml, or ask for 1 candidate."
+        )
+    return Sampling(**settings), no_copy, drafts  # type: ignore[arg-type]
+
+
+def tools_prompt(
+    prompts: PromptBuilder,
+    role: Role,
+    system: str,
+    text: str,
+    history: Sequence[Turn],
+    tools: Sequence[Tool],
+    settings: Sampling,
+    framing: Framing,
+    start: str = "",
+) -> Prompt:
+    """The system turn with the tools block (the template puts it there, so it is part of the
+    cached prefix: decoded once per tools block), then the history and the message."""
+    return prompts.fit_history(
+        role,
+        [{"role": "system", "content": system}],
+        1,
+        require_text(text),
+        list(history),
+        settings,
+        tools=[tool.spec() for tool in tools],
+        reply_start=start,
+        truncation=framing.truncation,
+    )

@@ -121,14 +121,18 @@ def test_phrase_tokens_include_every_token_containing_the_word(assistant):
 
 @pytest.mark.model
 def test_a_phrase_is_banned_however_its_tokens_fall(assistant):
-    """Blame slipped past the ban of each phrase's own tokens: "对你的错误" is 你的 + 错误, and
-    "骂你是因为你的" is 是因为 + 你的. Each way of writing the phrase is a banned sequence."""
+    """Words slipped past the ban of each phrase's own tokens: "对你的错误" is 你的 + 错误,
+    "骂你是因为你的" is 是因为 + 你的, "真是太棒了" is 真是太 + 棒 + 了. Each is banned now."""
     engine = assistant.engine
 
     def pieces(text: str) -> list[bytes]:
         return [engine.piece(token) for token in engine.tokenize(text)]
 
-    for phrase, sentence in (("你的错", "对你的错误"), ("因为你", "骂你是因为你的不诚实")):
+    for phrase, sentence in (
+        ("你的错", "对你的错误"),
+        ("因为你", "骂你是因为你的不诚实"),
+        ("太棒了", "服务周到，真是太棒了。"),  # 真是太 + 棒 + 了
+    ):
         tokens = engine.tokenize(sentence)
         banned = Ban(engine.phrase_tokens([phrase]))
         cut = [i for i in range(len(tokens)) if tokens[i] in banned.banned_after(tokens[:i])]

@@ -29,21 +29,25 @@ class Tokenizer:
 
     def phrase_tokens(self, phrases: Sequence[str]) -> list[tuple[int, ...]]:
         """Token sequences that write any of `phrases`: each one's own tokenization, every
-        single token whose text contains it (很开心 for 开心), and, split anywhere, the start's
-        own tokens or any token that ends with the start (of 2+ characters), followed by any
-        token that begins with the rest. Seen slipping past the tokenization alone: 你的 + 错误
+        single token whose text contains it (很开心 for 开心), and, split anywhere, the start
+        (its own tokens, or any token that ends with it) followed by the rest (its own tokens,
+        or any token that begins with it). Seen slipping past the tokenization alone: 你的 + 错误
         (你的错) and 是因为 + 你的 (因为你). For app/llm/bans.py."""
         for phrase in phrases:
             if phrase and phrase not in self._phrase_tokens:
                 found = {tuple(self.tokenize(phrase))}
                 found |= {(token,) for token in self._tokens_containing(phrase.encode("utf-8"))}
                 for cut in range(1, len(phrase)):
-                    rest = self._tokens_starting(phrase[cut:].encode("utf-8"))
-                    starts = {tuple(self.tokenize(phrase[:cut]))}
-                    if cut > 1:  # one character ends too many tokens (是: 就是, 但是, ...)
-                        ending = self._tokens_ending(phrase[:cut].encode("utf-8"))
-                        starts |= {(token,) for token in ending}
-                    found |= {(*start, token) for start in starts for token in rest}
+                    start, rest = phrase[:cut], phrase[cut:]
+                    own_start, own_rest = tuple(self.tokenize(start)), tuple(self.tokenize(rest))
+                    ending = {(t,) for t in self._tokens_ending(start.encode("utf-8"))}
+                    starting = {(t,) for t in self._tokens_starting(rest.encode("utf-8"))}
+                    # Either side merged into a neighbour (真是太 + 棒 + 了 wrote 太棒了), but
+                    # both only past a one-character start (是 ends too many tokens: 就是...).
+                    found |= {(*s, *r) for s in ending | {own_start} for r in [own_rest]}
+                    found |= {(*own_start, *r) for r in starting}
+                    if cut > 1:
+                        found |= {(*s, *r) for s in ending for r in starting}
                 self._phrase_tokens[phrase] = sorted(found)
         return [seq for phrase in phrases if phrase for seq in self._phrase_tokens[phrase]]
 

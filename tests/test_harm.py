@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from app.measure import chat_quality as cq
+from tests.test_openai_api import WEATHER
 from tests.test_server import start_server
 
 # The replies the raters flagged, and messages of the same kinds.
@@ -28,18 +29,7 @@ HARMED = [
 ]
 SEEDS = (1, 2, 3)
 TOOLS = [
-    {
-        "type": "function",
-        "function": {
-            "name": "get_weather",
-            "description": "查询一个城市今天的天气",
-            "parameters": {
-                "type": "object",
-                "properties": {"city": {"type": "string"}},
-                "required": ["city"],
-            },
-        },
-    },
+    WEATHER,
     {
         "type": "function",
         "function": {

@@ -243,13 +243,11 @@ class Replier:
         """JSON and tool replies: the role's system prompt, no tone, no shown turns, and none of
         the chat guards (banned phrases, sentence limit, its stop strings, no-copy, repeat
         penalty): each could cut the JSON short or ban the very words an argument must copy.
-        With tools and `tool_choice` "auto", whether to call is decided first
+        Tools with `tool_choice` "auto" never come here: `answer` decides call or prose first
         (`_call_or_prose`)."""
         _require_text_role(role)
         if json_format is not None and tools:
             raise InputError("response_format: JSON output and tools cannot be combined.")
-        if tools and tool_choice == "auto":
-            return self._call_or_prose(role, text, history, tools, sampling, framing)[1]
         if tools and not self.engine.supports_tools:
             raise InputError(
                 f"tools: the chat template of {self.engine.model_name!r} has no tools section, "

@@ -73,6 +73,7 @@ class Engine:
         llm = self.llm
         self.n_ctx, self.n_vocab, self.n_embd = llm.n_ctx(), llm.n_vocab(), llm.n_embd()
         self.n_batch = llm.n_batch
+        self.n_threads = n_threads
         self.n_layer = layer_count(llm)
         self.lock = FairLock()  # granted in arrival order: see app/llm/fair_lock.py
         self.tokens = Tokenizer(llm)

@@ -56,6 +56,9 @@ class Generation:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self._stops = tuple(s for s in sampling.stop if s)
         self._ban = Ban(sampling.banned)
+        if sampling.ignore_eos:  # ends are never drawn: the reply runs to its budget
+            for token in vocab.enders():
+                self._ban.add((token,))
         self._generated: list[int] = []
         self._sentences = SentenceCount(sampling.max_sentences)
         self._pending = ""

@@ -83,6 +83,7 @@ class Vocab:
         self._llm = llm
         self._vocab = llm._model.vocab
         self._buffer = ctypes.create_string_buffer(64)
+        self._enders: tuple[int, ...] | None = None
 
     def piece(self, token: int) -> bytes:
         """The raw bytes of one token (control tokens give none); may be part of a character."""
@@ -100,6 +101,13 @@ class Vocab:
     def ends_reply(self, token: int) -> bool:
         """End of generation or a control token (a role marker): never shown, ends the reply."""
         return self.is_end_of_generation(token) or self.is_control(token)
+
+    def enders(self) -> tuple[int, ...]:
+        """Every token that `ends_reply` (found once, a scan of the vocabulary: ~0.1 s)."""
+        if self._enders is None:
+            count = llama_cpp.llama_vocab_n_tokens(self._vocab)
+            self._enders = tuple(t for t in range(count) if self.ends_reply(t))
+        return self._enders
 
     def is_end_of_generation(self, token: int) -> bool:
         return bool(llama_cpp.llama_vocab_is_eog(self._vocab, token))

@@ -41,6 +41,9 @@ class Sampling:
     frequency_penalty: float = 0.0
     grammar: str = ""  # GBNF the reply must match (JSON mode, forced tool calls); "" for none
     top_logprobs: int | None = None  # None: no logprobs; n: each token's and n alternatives
+    # Never end at an end-of-turn or control token: run to max_tokens (as llama.cpp's
+    # `ignore_eos`). For measuring: every reply of a speed run is then the same length.
+    ignore_eos: bool = False
 
 
 def build_sampler(llm: Llama, sampling: Sampling) -> Sampler:

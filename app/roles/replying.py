@@ -185,14 +185,12 @@ class Replier:
         if shots:  # a group's prefix, kept on disk
             self.bank_cache.offer_kept_prefix(prompt)
         said = [text, *(turn.content for turn in history if turn.role != "assistant")]
-        avoided = role.avoided(tone, confidence) + role.unsaid(said)
-        banned = list(self.engine.phrase_tokens(avoided))
         # Not the message, not a turn shown, and not the instructions (a 0.5B model reads its
         # tone instruction out as the reply's end: seen here).
         instructions = [prefix[0]["content"], *(notes or {}).values()]
-        for source in [text, *instructions, *(e.output for e in examples)]:
-            banned += copy_runs(self.engine.tokenize(source), no_copy)
-        settings = replace(settings, banned=tuple(banned), no_repeat=no_copy)
+        not_copied = [text, *instructions, *(e.output for e in examples)]
+        banned = guards(self.engine, role, tone, confidence, said, not_copied, no_copy)
+        settings = replace(settings, banned=banned, no_repeat=no_copy)
         if drafts.candidates > 1:
             return best_of(self.engine, self.labeller, role, text, prompt, settings, drafts)
         return self.engine.stream(prompt, settings)
@@ -361,6 +359,25 @@ def reply_settings(
             "add 'judged_by: ROLE' to it in prompts.yaml, or ask for 1 candidate."
         )
     return Sampling(**settings), no_copy, drafts  # type: ignore[arg-type]
+
+
+def guards(
+    engine: EngineLike,
+    role: Role,
+    tone: str | None,
+    confidence: float,
+    said: Sequence[str],
+    not_copied: Sequence[str],
+    no_copy: int,
+) -> tuple[tuple[int, ...], ...]:
+    """The token sequences a reply in `tone` never writes: the tone's words (every tone's
+    when `tone` is None), grave words nobody `said`, and every `no_copy`-token run of the
+    `not_copied` texts."""
+    avoided = role.avoided(tone, confidence) + role.unsaid(said)
+    banned = list(engine.phrase_tokens(avoided))
+    for source in not_copied:
+        banned += copy_runs(engine.tokenize(source), no_copy)
+    return tuple(banned)
 
 
 def tools_prompt(

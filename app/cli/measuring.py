@@ -109,7 +109,12 @@ def evaluate(
 
 
 # `bench --only` names -> the parts app.measure.bench.run knows
-BENCH_PARTS = {"core": "core", "tools-block": "tools block", "follow-up": "follow-up turn"}
+BENCH_PARTS = {
+    "core": "core",
+    "batched": "batched",
+    "tools-block": "tools block",
+    "follow-up": "follow-up turn",
+}
 
 
 @click.command()
@@ -133,7 +138,9 @@ BENCH_PARTS = {"core": "core", "tools-block": "tools block", "follow-up": "follo
     multiple=True,
     type=click.Choice(list(BENCH_PARTS)),
     help="Run only these parts (repeat the flag): core (every in-process measure, fresh CLI "
-    "runs and the classified file), tools-block and follow-up (a served allinone). "
+    "runs and the classified file), batched (1, 2 and 4 replies at once beside llama.cpp's "
+    "llama-batched-bench, built by scripts/build_llama_bench.py), tools-block and follow-up "
+    "(a served allinone). "
     "[default: all]",
 )
 @common.settings_options
@@ -147,18 +154,20 @@ def bench(
     Takes about 20 minutes on the whole dev set (the article's method reads every prompt whole).
     """
     from app.config import load_settings
+    from app.measure import batched, evaluation
     from app.measure import bench as benchmark
-    from app.measure import evaluation
     from app.models import resolve_model_path
 
     parts = [BENCH_PARTS[name] for name in only] or list(benchmark.PARTS)
     source = data or evaluation.DEFAULT_DEV
     examples = evaluation.load_labelled(source, limit) if "core" in parts else []
     # The served parts start their own server: no model in this process unless core runs.
-    assistant = common.load_assistant(settings) if "core" in parts else None
+    in_process = {"core", "batched"} & set(parts)
+    assistant = common.load_assistant(settings) if in_process else None
     chosen = load_settings(**settings)
-    served = len(set(parts) - {"core"})
-    total = (4 * len(examples) + 5 if assistant else 0) + served
+    served = len(set(parts) - in_process)
+    total = (4 * len(examples) + 5 if "core" in parts else 0) + served
+    total += batched.ROUNDS if "batched" in parts else 0
     with progress_bar(total=total, unit="step") as bar:
         results = benchmark.run(assistant, examples, settings, follow_steps(bar), only=parts)
     model_path = assistant.engine.model_path if assistant else resolve_model_path(chosen)

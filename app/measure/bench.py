@@ -40,8 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from app.config import load_settings
 from app.errors import InputError
-from app.measure import concurrency, metrics, serving
+from app.measure import batched, concurrency, metrics, serving
 
 if TYPE_CHECKING:
     from app.measure.evaluation import Example
@@ -357,7 +358,34 @@ def fresh_process(settings: dict[str, object]) -> dict[str, float]:
 def checks(results: dict[str, object], model_mb: float) -> list[Check]:
     """The table's rows for the parts of `results` that ran."""
     rows = _core_checks(results, model_mb) if "single" in results else []
-    return rows + served_checks(results)
+    return rows + batched_checks(results.get("batched")) + served_checks(results)
+
+
+def batched_checks(results: dict[str, Any] | None) -> list[Check]:
+    """Our replies decoded together against llama-batched-bench's generation speed, per
+    stream count: greedy, then with the chat role's sampling and guards (app/measure/batched.py).
+    Where the tool could not run, the reference column says why."""
+    if not results:
+        return []
+    reference = batched.medians(results, "reference")
+    missing = results.get("missing")
+    rows = []
+    for name, label in (("greedy", "greedy"), ("chat", "chat sampling + guards")):
+        for streams, speed in sorted(batched.medians(results, name).items()):
+            target = 0.95 if streams == 1 else 0.90
+            against = reference.get(streams)
+            rows.append(
+                Check(
+                    f"{streams} replies at once, {label}: generation tokens/s",
+                    speed,
+                    "tokens/s",
+                    against,
+                    "llama-batched-bench S_TG, -fa off" if against else f"none: {missing}",
+                    f">= {target:.2f}x",
+                    speed >= target * against if against else None,
+                )
+            )
+    return rows
 
 
 def _core_checks(results: dict[str, object], model_mb: float) -> list[Check]:
@@ -654,7 +682,7 @@ def write(
 # -- one run ------------------------------------------------------------------------------
 
 
-PARTS = ("core", *serving.PARTS)  # what `run(only=...)` can name
+PARTS = ("core", "batched", *serving.PARTS)  # what `run(only=...)` can name
 
 
 def run(
@@ -675,6 +703,9 @@ def run(
     if unknown:
         raise InputError(f"Unknown benchmark part(s) {sorted(unknown)}; choose from {PARTS}.")
     results = _core(assistant, examples, settings, step) if "core" in only else {}
+    if "batched" in only and getattr(assistant.engine, "parallel", 1) > 1:
+        cache_dir = load_settings(**settings).cache_dir
+        results["batched"] = batched.run(assistant, cache_dir, progress=step)
     served = tuple(part for part in serving.PARTS if part in only)
     if served:
         results.update(serving.run(settings, served))

@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
 """Several chats at once: aggregate speed, one chat alone, a label during them, identity.
 
-    python scripts/concurrency_bench.py                      # --parallel 1 and 4, one table
+    python scripts/concurrency_bench.py --served             # a real server, the openai client
+    python scripts/concurrency_bench.py                      # in-process: --parallel 1 and 4
     python scripts/concurrency_bench.py --parallel 4 --identical 50
+
+--served starts `allinone serve` (its defaults: --parallel 4) and talks to it as a client does:
+streamed chat completions through the official `openai` client, POST /v1/sentiment beside them.
 
 Each --parallel value is measured in a fresh process of its own (a model loaded and closed
 earlier in the same process could change the figures); app/measure/concurrency.py says what is
@@ -38,15 +42,49 @@ def measure(args: argparse.Namespace, parallel: int) -> dict:
     return result
 
 
+def print_served(args: argparse.Namespace) -> None:
+    """Start a server, measure through it, print one Markdown table."""
+    import tempfile
+
+    from app.measure import serving
+
+    settings = {"model": args.model, "seed": 1}
+    with tempfile.TemporaryDirectory() as folder, serving.Server(settings, Path(folder)) as server:
+        result = concurrency.served(server.base, args.streams, args.served_tokens)
+    print(json.dumps(result), file=sys.stderr)
+    steady = result["sentiment_steady_ms"]
+    print(
+        "| one chat alone, tokens/s | "
+        f"{result['streams']} at once, tokens/s (x alone) | first piece, median ms | "
+        f"sentiment {concurrency.LABEL_AFTER_S:.0f} s after they start, ms | "
+        "sentiment while they stream, max ms |\n| ---: | ---: | ---: | ---: | ---: |\n"
+        f"| {result['alone_tokens_per_s']:.1f} | {result['together_tokens_per_s']:.1f} "
+        f"({result['ratio']:.2f}x) | {result['first_piece_ms']:.0f} | "
+        f"{result['sentiment_after_start_ms']:.0f} | {max(steady, default=float('nan')):.0f} |"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parallel", type=int, nargs="+", default=[1, 4], help="default: 1 4")
     parser.add_argument("--streams", type=int, default=4, help="chats started at once (4)")
     parser.add_argument("--tokens", type=int, default=64, help="tokens per reply (64)")
+    parser.add_argument(
+        "--served-tokens",
+        type=int,
+        default=concurrency.SERVED_TOKENS,
+        help=f"max_tokens per reply with --served ({concurrency.SERVED_TOKENS})",
+    )
     parser.add_argument("--identical", type=int, default=0, help="greedy replies to compare (0)")
     parser.add_argument("--model", default=None, help="GGUF (default: the configured model)")
+    parser.add_argument(
+        "--served", action="store_true", help="through a real `allinone serve` (off)"
+    )
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # one value
     args = parser.parse_args()
+    if args.served:
+        print_served(args)
+        return
     if args.json:
         print(json.dumps(measure(args, args.parallel[0])))
         return

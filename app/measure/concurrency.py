@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 PROMPTS = [
     "写一篇关于春天的长文章，越详细越好。",
@@ -139,3 +140,88 @@ def table(rows: Sequence[tuple[str, dict[str, float], dict[str, float]]]) -> str
             f"{many['sentiment_ms']:.0f} |"
         )
     return "\n".join(lines)
+
+
+# -- through a real server, with the official openai client ----------------------------------
+
+SERVED_TOKENS = 96  # per reply: long enough that generation, not the mood step, dominates
+LABEL_AFTER_S = 1.0  # a sentiment request this long after the chats start (during admissions)
+
+
+def _served_chat(client, text: str, max_tokens: int) -> dict[str, float]:
+    """One streamed chat completion: start, first piece and end times, completion tokens."""
+    started = time.perf_counter()
+    stream = client.chat.completions.create(
+        model="allinone",
+        messages=[{"role": "user", "content": text}],
+        max_tokens=max_tokens,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    first, tokens = None, 0
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content and first is None:
+            first = time.perf_counter()
+        if chunk.usage is not None:
+            tokens = chunk.usage.completion_tokens
+    ended = time.perf_counter()
+    return {"start": started, "first": first or ended, "end": ended, "tokens": tokens}
+
+
+def _label_ms(base_url: str, text: str) -> float:
+    import httpx
+
+    started = time.perf_counter()
+    response = httpx.post(f"{base_url}/v1/sentiment", json={"input": text}, timeout=120)
+    response.raise_for_status()
+    return (time.perf_counter() - started) * 1000
+
+
+def served(base_url: str, streams: int = 4, max_tokens: int = SERVED_TOKENS) -> dict[str, Any]:
+    """Chats through `allinone serve` at `base_url`, each a streamed chat completion with its
+    mood step, as a client sends it. One alone (median of 3, each a new message) against
+    `streams` started at once: completion tokens over the wall time, start to last end, both
+    ways. A sentiment request LABEL_AFTER_S after they start (while they are admitted), and
+    more once all stream (steady state)."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{base_url}/v1", api_key="local", max_retries=0, timeout=600)
+    _served_chat(client, QUESTIONS[0], 8)  # prefixes cached, as on a server in use
+    _label_ms(base_url, "服务很好")
+    solo = [_served_chat(client, PROMPTS[i], max_tokens) for i in range(3)]
+    alone_rate = statistics.median(r["tokens"] / (r["end"] - r["start"]) for r in solo)
+    runs: list[dict[str, float]] = []
+    texts = [PROMPTS[(3 + i) % len(PROMPTS)] + "。" * (i // len(PROMPTS)) for i in range(streams)]
+    threads = [
+        threading.Thread(target=lambda t=t: runs.append(_served_chat(client, t, max_tokens)))
+        for t in texts
+    ]
+    begin = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    time.sleep(LABEL_AFTER_S)
+    during_admission = _label_ms(base_url, "这家酒店太棒了，服务热情！")
+    steady = []
+    while any(thread.is_alive() for thread in threads) and len(steady) < 5:
+        time.sleep(0.5)
+        if any(thread.is_alive() for thread in threads):
+            steady.append(_label_ms(base_url, SENTIMENT_TEXTS[len(steady) % 3]))
+    for thread in threads:
+        thread.join()
+    wall = max(r["end"] for r in runs) - begin
+    together_rate = sum(r["tokens"] for r in runs) / wall
+    return {
+        "streams": streams,
+        "max_tokens": max_tokens,
+        "alone_tokens_per_s": alone_rate,
+        "alone_tokens": [r["tokens"] for r in solo],
+        "together_tokens_per_s": together_rate,
+        "together_tokens": [r["tokens"] for r in runs],
+        "ratio": together_rate / alone_rate,
+        "first_piece_ms": statistics.median((r["first"] - r["start"]) * 1000 for r in runs),
+        "sentiment_after_start_ms": during_admission,
+        "sentiment_steady_ms": steady,
+    }
+
+
+SENTIMENT_TEXTS = ["快递太慢了", "房间干净，早餐丰富", "一般般吧"]

@@ -42,6 +42,35 @@ def measure(args: argparse.Namespace, parallel: int) -> dict:
     return result
 
 
+def ceiling(args: argparse.Namespace) -> str:
+    """llama-batched-bench's own generation speed at 1 and `streams` streams in this sitting
+    (serve's slot layout), if scripts/build_llama_bench.py built it: what batching can give
+    here, before any mood step or prompt."""
+    from app.config import load_settings
+    from app.llm.scheduler import SLOT_BATCH, SLOT_CELLS
+    from app.measure import batched
+    from app.models import resolve_model_path
+
+    settings = load_settings(**({"model": args.model} if args.model else {}))
+    tool = batched.tool_path(settings.cache_dir)
+    if not tool.exists():
+        return f"(no physical reference: {batched.TOOL} not built, see build_llama_bench.py)\n"
+    cells = settings.parallel * SLOT_CELLS  # serve's context (8192) holds a full slot each
+    speeds = batched.reference(
+        tool,
+        resolve_model_path(settings),
+        threads=settings.n_threads,
+        n_ctx=cells,
+        n_batch=SLOT_BATCH,
+        streams=(1, args.streams),
+    )
+    one, many = speeds[1], speeds[args.streams]
+    return (
+        f"{batched.TOOL}, same sitting: 1 stream {one:.1f} tokens/s, {args.streams} streams "
+        f"{many:.1f} tokens/s ({many / one:.2f}x): the most batching gives here\n\n"
+    )
+
+
 def print_served(args: argparse.Namespace) -> None:
     """Start a server, measure through it, print one Markdown table."""
     import tempfile
@@ -53,6 +82,7 @@ def print_served(args: argparse.Namespace) -> None:
         result = concurrency.served(server.base, args.streams, args.served_tokens)
     print(json.dumps(result), file=sys.stderr)
     steady = result["sentiment_steady_ms"]
+    print(ceiling(args), end="")
     print(
         "| one chat alone, tokens/s | "
         f"{result['streams']} at once, tokens/s (x alone) | first piece, median ms | "

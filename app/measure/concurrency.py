@@ -215,6 +215,7 @@ def served(base_url: str, streams: int = 4, max_tokens: int = SERVED_TOKENS) -> 
         "max_tokens": max_tokens,
         "alone_tokens_per_s": alone_rate,
         "alone_tokens": [r["tokens"] for r in solo],
+        "alone_first_piece_ms": statistics.median((r["first"] - r["start"]) * 1000 for r in solo),
         "together_tokens_per_s": together_rate,
         "together_tokens": [r["tokens"] for r in runs],
         "ratio": together_rate / alone_rate,

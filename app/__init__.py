@@ -8,7 +8,6 @@ assistant = Assistant.load()
 assistant.sentiment("今天又被老板骂了。")   # Verdict(label='负面', confidence=...)
 """
 
-import app.openmp  # noqa: F401 - first: it sets OpenMP's wait policy before llama_cpp loads
 from app.errors import (
     AllInOneError,
     DownloadError,

@@ -15,6 +15,7 @@ import numpy as np
 from llama_cpp import Llama
 
 from app.errors import InputTooLong
+from app.llm.decode_thread import on_decode_thread
 from app.llm.hidden import LayerTap, deferred_signals
 from app.llm.lru import Lru
 from app.llm.native import Context
@@ -134,7 +135,7 @@ class PrefixKV:
     def decode(self, tokens: Sequence[int]) -> None:
         self.logits_stale = False
         with deferred_signals():  # see app/llm/hidden.py: Ctrl-C must not land in the callback
-            self._llm.eval(tokens)
+            on_decode_thread(self._llm.eval, tokens)
 
     def truncate(self, n_tokens: int) -> None:
         self.context.remove(0, n_tokens)

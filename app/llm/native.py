@@ -22,6 +22,8 @@ import numpy as np
 from llama_cpp import Llama, LlamaGrammar
 from llama_cpp._internals import LlamaSampler
 
+from app.llm.decode_thread import on_decode_thread
+
 # -- loading ---------------------------------------------------------------------------------
 
 _PARAMS_LOCK = threading.Lock()
@@ -192,8 +194,10 @@ class Context:
         return cls(handle, llm.n_vocab(), owned=True)
 
     def decode(self, batch: Batch, n_tokens: int) -> None:
+        """Decode the batch's first `n_tokens` rows (on the decoding thread: see
+        app/llm/decode_thread.py)."""
         batch.handle.n_tokens = n_tokens
-        status = llama_cpp.llama_decode(self._handle, batch.handle)
+        status = on_decode_thread(llama_cpp.llama_decode, self._handle, batch.handle)
         if status != 0:
             raise RuntimeError(f"llama_decode returned {status}")
 

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.config import load_settings
 from app.errors import InputError
+from app.llm.decode_thread import on_decode_thread
 from app.measure import batched, concurrency, metrics, serving
 
 if TYPE_CHECKING:
@@ -133,7 +134,9 @@ def _time_prompt(engine, tokens: list[int]) -> float:
     """Seconds for llama-cpp-python to evaluate `tokens` from an empty context."""
     engine.forget()
     started = time.perf_counter()
-    engine.llm.eval(tokens)
+    # On the thread every decode of the process runs on: from this one, OpenMP would make a
+    # second team of threads, and every later decode would pay for it (app/llm/decode_thread.py).
+    on_decode_thread(engine.llm.eval, tokens)
     return time.perf_counter() - started
 
 

@@ -7,15 +7,18 @@ waiting one, and a label request is served while replies stream.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from app.llm.fair_lock import FairLock
 from app.roles.assistant import Assistant, Turn
 
+ROOT = Path(__file__).resolve().parent.parent
 LONG = "写一篇关于春天的长文章，越详细越好。"
 QUESTIONS = ["推荐一本书吧", "周末做什么好？", "最近睡不好怎么办？", "你好"]
 
@@ -42,6 +45,28 @@ def test_four_threads_get_their_own_replies(assistant: Assistant) -> None:
         together = list(pool.map(reply, QUESTIONS))
     assert all(text.strip() for text in together)
     assert together == alone, "a reply decoded beside others is the reply it is alone"
+
+
+@pytest.mark.model
+def test_fifty_chat_replies_are_the_same_alone_and_beside_three_others(
+    assistant: Assistant,
+) -> None:
+    """Every message of the chat set through the whole reply path (mood step, tone, guards),
+    greedy: once alone, then four at a time, each decoded beside three others."""
+    lines = (ROOT / "tests" / "data" / "chat_messages.jsonl").read_text("utf-8").splitlines()
+    texts = [json.loads(line)["text"] for line in lines if line.strip()]
+    assert len(texts) == 50
+
+    def reply(text: str) -> str:
+        _verdict, completion = assistant.answer(text, temperature=0.0, max_tokens=24)
+        return completion.text()
+
+    alone = [reply(text) for text in texts]
+    assert all(text.strip() for text in alone)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(reply, texts))
+    differ = [(t, a, b) for t, a, b in zip(texts, alone, together, strict=True) if a != b]
+    assert not differ, f"{len(differ)} of 50 replies changed when batched: {differ[:3]}"
 
 
 @pytest.mark.model

@@ -87,9 +87,7 @@ class Generation:
         logits = context.logits(row)
         # The model's own distribution, before bans and sampling filters change it.
         raw = logits.copy() if sampling.top_logprobs is not None else None
-        banned = self._ban.banned_after(self._generated) if self._ban else ()
-        if banned:  # the sampler reads these logits: a -inf token cannot be drawn
-            logits[list(banned)] = -np.inf
+        self.apply_bans(logits)
         token = context.sample(self._sampler, row)
         if self._vocab.ends_reply(token):
             self._finish = "stop"
@@ -122,6 +120,13 @@ class Generation:
         if len(self._generated) >= self._budget or position + 1 >= self._n_ctx:
             return None
         return token
+
+    def apply_bans(self, logits: np.ndarray) -> None:
+        """-inf for every token a guard forbids next: the sampler reads these logits, so a
+        banned token cannot be drawn."""
+        banned = self._ban.banned_after(self._generated) if self._ban else ()
+        if banned:
+            logits[list(banned)] = -np.inf
 
     def take(self) -> list[str]:
         """The text pieces made ready since the last call."""

@@ -193,13 +193,12 @@ class Scheduler:
         """
         tokens = reply.prompt.tokens
         with self._engine.lock:
-            if reply.fresh:  # its first chunk: the slot's cells
+            if reply.fresh:  # its first chunk: drop what the slot holds past the kept turn
                 reply.fresh = False
-                self._context.remove(reply.seq, reply.filled if reply.filled else -1)
+                self._context.remove(reply.seq, reply.filled)
                 if not reply.filled:
-                    reply.filled = reply.kept = self._restore_prefix(reply)
-                else:
-                    reply.kept = reply.filled
+                    reply.filled = self._restore_prefix(reply)
+                reply.kept = reply.filled
             start = reply.filled
             chunk = tokens[start : start + self.n_batch]
             for offset, token in enumerate(chunk):
@@ -220,7 +219,7 @@ class Scheduler:
         the slot of the previous turn when the prompt continues it, else (holding nothing
         reusable, 0) one that keeps the busy slots in as few runs of neighbours as it can (a
         step decodes each run in a pass of its own: see `_step`), freed longest ago among
-        those."""
+        those, and never the one freed last while another is free."""
         if self._forget_slots:  # its cells go when the slot is first filled (`_admit_chunk`)
             self._forget_slots = False
             for seq in self._free:
@@ -234,7 +233,10 @@ class Scheduler:
                 self._free.remove(seq)
                 return seq, min(common_prefix(slot.held, tokens), len(tokens) - 1)
         busy = {reply.seq for reply in self._active + self._admitting}
-        seq = min(self._free, key=lambda free: _runs(busy | {free}))  # ties: freed longest ago
+        # The slot freed last is left alone while another is free: its turn is the likeliest
+        # to be continued. Ties: the slot freed longest ago.
+        choices = self._free[:-1] or self._free
+        seq = min(choices, key=lambda free: _runs(busy | {free}))
         self._free.remove(seq)
         return seq, 0
 

@@ -377,9 +377,10 @@ def batched_checks(results: dict[str, Any] | None) -> list[Check]:
         for streams, speed in sorted(batched.medians(results, name).items()):
             target = 0.95 if streams == 1 else 0.90
             against = reference.get(streams)
+            replies = "reply" if streams == 1 else "replies"
             rows.append(
                 Check(
-                    f"{streams} replies at once, {label}: generation tokens/s",
+                    f"{streams} {replies} at once, {label}: generation tokens/s",
                     speed,
                     "tokens/s",
                     against,

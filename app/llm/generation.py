@@ -19,7 +19,7 @@ import numpy as np
 from app.llm.bans import Ban
 from app.llm.completion import Completion
 from app.llm.native import Context, Sampler, Vocab
-from app.llm.sampling import Sampling, logprob
+from app.llm.sampling import Sampling, apply_penalties, logprob
 
 
 @dataclass
@@ -87,6 +87,7 @@ class Generation:
         logits = context.logits(row)
         # The model's own distribution, before bans and sampling filters change it.
         raw = logits.copy() if sampling.top_logprobs is not None else None
+        apply_penalties(logits, self._generated, sampling)
         self.apply_bans(logits)
         token = context.sample(self._sampler, row)
         if self._vocab.ends_reply(token):

@@ -260,12 +260,6 @@ class Sampler:
         self._chain.add_grammar(llm._model, LlamaGrammar.from_string(gbnf, verbose=False))
         return self
 
-    def penalties(
-        self, n_vocab: int, window: int, repeat: float, frequency: float, presence: float
-    ) -> Sampler:
-        self._chain.add_penalties(n_vocab, window, repeat, frequency, presence)
-        return self
-
     def greedy(self) -> Sampler:
         self._chain.add_greedy()
         return self

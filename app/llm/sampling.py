@@ -35,8 +35,8 @@ class Sampling:
     max_sentences: int = 0  # end after this many sentences (0: no limit)
     banned: tuple[tuple[int, ...], ...] = ()  # token sequences never completed (app/llm/bans.py)
     no_repeat: int = 0  # no run of this many tokens twice in the reply (0: off)
-    # OpenAI's penalties, applied by llama.cpp's penalties sampler over the last
-    # PENALTY_WINDOW tokens generated: logit - count * frequency - (count > 0) * presence.
+    # OpenAI's penalties over the last PENALTY_WINDOW tokens generated, as llama.cpp's
+    # penalties sampler computes them: logit - count * frequency - (count > 0) * presence.
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     grammar: str = ""  # GBNF the reply must match (JSON mode, forced tool calls); "" for none
@@ -48,8 +48,8 @@ class Sampling:
 
 def build_sampler(llm: Llama, sampling: Sampling) -> Sampler:
     """The sampler chain: the grammar first (it removes what the grammar forbids before
-    anything else looks at the candidates), then penalties, then top-k / top-p / temperature
-    and the seeded draw, or greedy."""
+    anything else looks at the candidates), then top-k / top-p / temperature and the seeded
+    draw, or greedy. The penalties come before the chain, on the logits (`apply_penalties`)."""
     sampler = Sampler()
     if sampling.grammar:
         try:
@@ -58,9 +58,6 @@ def build_sampler(llm: Llama, sampling: Sampling) -> Sampler:
             raise InputError(
                 "llama.cpp could not parse the grammar built for this request."
             ) from None
-    penalties = (sampling.repeat_penalty, sampling.frequency_penalty, sampling.presence_penalty)
-    if penalties != (1.0, 0.0, 0.0):
-        sampler.penalties(llm.n_vocab(), PENALTY_WINDOW, *penalties)
     if sampling.temperature <= 0:
         return sampler.greedy()
     return sampler.random(
@@ -69,6 +66,26 @@ def build_sampler(llm: Llama, sampling: Sampling) -> Sampler:
         temperature=sampling.temperature,
         seed=sampling.seed,
     )
+
+
+def apply_penalties(logits: np.ndarray, generated: Sequence[int], sampling: Sampling) -> None:
+    """The repeat, frequency and presence penalties, written into the logits row in place,
+    for the tokens among the last PENALTY_WINDOW generated.
+
+    Why not llama.cpp's penalties sampler: it looks every one of the vocabulary's candidates
+    up in a hash map, ~0.5 ms a token (5% of a 4-reply step), to change at most 64 of them.
+    This is its arithmetic in float32, on those tokens only, so the logits come out the same.
+    """
+    repeat = np.float32(sampling.repeat_penalty)
+    frequency = np.float32(sampling.frequency_penalty)
+    presence = np.float32(sampling.presence_penalty)
+    if not generated or (repeat, frequency, presence) == (1, 0, 0):
+        return
+    tokens, counts = np.unique(np.asarray(generated[-PENALTY_WINDOW:]), return_counts=True)
+    values = logits[tokens]
+    values = np.where(values <= 0, values * repeat, values / repeat)
+    values -= counts.astype(np.float32) * frequency + np.float32(1) * presence
+    logits[tokens] = values
 
 
 def logprob(vocab: Vocab, logits: np.ndarray, token: int, top: int) -> TokenLogprob:

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from app.errors import InputError
-from app.measure import bench
+from app.measure import batched, bench
 from tests.conftest import run_cli
 
 
@@ -139,3 +139,35 @@ def test_served_rows_set_each_figure_beside_its_reference():
 def test_an_unknown_part_is_refused_before_anything_runs():
     with pytest.raises(InputError, match="tools blok"):
         bench.run(None, [], {}, only=("tools blok",))
+
+
+def test_batched_rows_hold_each_stream_count_to_its_target():
+    results = {
+        "reference": {1: [40.0, 44.0, 42.0], 2: [50.0], 4: [80.0]},
+        "greedy": {1: [41.0, 39.0, 40.0], 2: [46.0], 4: [71.0]},
+        "chat": {1: [39.0], 2: [44.0], 4: [73.0]},
+    }
+    rows = {row.measure: row for row in bench.batched_checks(results)}
+    one = rows["1 reply at once, greedy: generation tokens/s"]
+    assert (one.ours, one.reference, one.met) == (40.0, 42.0, True)  # medians; 0.952 >= 0.95
+    assert rows["1 reply at once, chat sampling + guards: generation tokens/s"].met is False
+    assert rows["2 replies at once, greedy: generation tokens/s"].met  # 0.92 >= 0.90
+    assert rows["4 replies at once, greedy: generation tokens/s"].met is False  # 0.89
+    assert rows["4 replies at once, chat sampling + guards: generation tokens/s"].met
+
+
+def test_batched_rows_say_why_the_reference_is_missing():
+    results = {"missing": "llama-batched-bench is not built: run it", "greedy": {2: [45.0]}}
+    (row,) = bench.batched_checks(results)
+    assert row.reference is None and row.met is None
+    assert "not built" in row.reference_name and "not built" in bench.table([row])
+
+
+@pytest.mark.model
+def test_batched_part_times_our_replies_and_names_the_missing_tool(assistant, tmp_path):
+    results = batched.run(assistant, tmp_path, streams=(1, 2), rounds=2)
+    assert "build_llama_bench.py" in results["missing"], "an empty cache folder has no tool"
+    for side in ("greedy", "chat"):
+        assert set(results[side]) == {1, 2}
+        assert all(len(speeds) == 2 and min(speeds) > 1 for speeds in results[side].values())
+    assert "reference" not in results

@@ -615,9 +615,10 @@ def table(rows: Sequence[Check]) -> str:
         "| --- | ---: | ---: | ---: | --- | --- |",
     ]
     for row in rows:
-        reference = (
-            f"{_number(row.reference)} ({row.reference_name})" if row.reference is not None else ""
-        )
+        if row.reference is not None:
+            reference = f"{_number(row.reference)} ({row.reference_name})"
+        else:  # a reference that could not be measured says why (e.g. a tool not built)
+            reference = row.reference_name
         ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
         met = "" if row.met is None else ("yes" if row.met else "NO")
         lines.append(

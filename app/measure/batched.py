@@ -16,7 +16,7 @@ greedy, then again with the chat role's sampling and guards (its temperature, to
 penalties, banned words and no-copy runs; not its sentence limit or stop strings, which would
 end replies early). Our figure is tokens/s while all N replies decode: from the last one's
 first piece to the first one's end, counted by the engine's tally. The three alternate for
-ROUNDS rounds, and each reports its median: the machine drifts over minutes.
+ROUNDS rounds (the tool first, then last), and each reports its median: the machine drifts.
 
 The tool is built on demand by scripts/build_llama_bench.py into the cache folder; where it is
 missing, the results say so and why.
@@ -44,7 +44,7 @@ TOOL = "llama-batched-bench"
 PROMPT_TOKENS = 128
 GENERATED = 64
 STREAMS = (1, 2, 4)
-ROUNDS = 3
+ROUNDS = 5
 # A chat message for the guards: its words are never copied, its grave words are "said".
 GUARDED_MESSAGE = "今天又被老板骂了，心里很难受。"
 
@@ -151,28 +151,41 @@ def run(
     ours(engine, max(streams), samplings["greedy"], seed=0)  # the slots' context, made now
     cells = slots * engine.slot_cells
     for round_ in range(rounds):
-        if "missing" not in results:
-            try:
-                speeds = reference(
-                    tool,
-                    engine.model_path,
-                    threads=engine.n_threads,
-                    n_ctx=cells,
-                    n_batch=engine.scheduler.n_batch,
-                    streams=streams,
-                )
-            except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
-                results["missing"] = str(error)
-            else:
-                for n, speed in speeds.items():
-                    results.setdefault("reference", {}).setdefault(n, []).append(speed)
+        # The tool goes first in even rounds and last in odd ones, so a machine that drifts
+        # (10% within a minute here) favours neither side.
+        if round_ % 2 == 0:
+            _reference_round(results, tool, engine, cells, streams)
         for name, sampling in samplings.items():
             for n in streams:
                 speed = ours(engine, n, sampling, seed=round_ * 10 + n)
                 results.setdefault(name, {}).setdefault(n, []).append(speed)
+        if round_ % 2 == 1:
+            _reference_round(results, tool, engine, cells, streams)
         if progress:
             progress(f"batched round {round_ + 1}")
     return results
+
+
+def _reference_round(
+    results: dict[str, Any], tool: Path, engine: Any, cells: int, streams: Sequence[int]
+) -> None:
+    """One run of the tool into results["reference"]; where it fails, results["missing"]."""
+    if "missing" in results:
+        return
+    try:
+        speeds = reference(
+            tool,
+            engine.model_path,
+            threads=engine.n_threads,
+            n_ctx=cells,
+            n_batch=engine.scheduler.n_batch,
+            streams=streams,
+        )
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as error:
+        results["missing"] = str(error)
+    else:
+        for n, speed in speeds.items():
+            results.setdefault("reference", {}).setdefault(n, []).append(speed)
 
 
 def medians(results: dict[str, Any], name: str) -> dict[int, float]:

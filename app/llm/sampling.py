@@ -84,7 +84,7 @@ def apply_penalties(logits: np.ndarray, generated: Sequence[int], sampling: Samp
     tokens, counts = np.unique(np.asarray(generated[-PENALTY_WINDOW:]), return_counts=True)
     values = logits[tokens]
     values = np.where(values <= 0, values * repeat, values / repeat)
-    values -= counts.astype(np.float32) * frequency + np.float32(1) * presence
+    values -= counts.astype(np.float32) * frequency + presence  # every count here is > 0
     logits[tokens] = values
 
 
